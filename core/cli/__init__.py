@@ -1,0 +1,59 @@
+"""Headless command line: ``python main.py COMMAND ...`` (``--help`` lists the commands)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import jobs, models_cmd
+
+# Each module adds its subcommands; the order here is the order of --help.
+COMMAND_MODULES = [jobs, models_cmd]
+
+EPILOG = """examples:
+  python main.py models
+  python main.py inspect ../shared/data/scans/bun_zipper.ply --points 1024
+  python main.py train --model pointnet2_ssg --data ../shared/data/modelnet40_npy1024 --preset cpu --out runs/teacher
+  python main.py compress --data ../shared/data/modelnet40_npy1024 --teacher assets/models/teacher.pt --preset cpu --out runs/t3dnet
+  python main.py resume runs/t3dnet
+  python main.py evaluate --checkpoint assets/models/student.pt --data ../shared/data/modelnet40_npy1024 --json
+  python main.py predict assets/samples/airplane.npy --json
+"""
+
+
+class UsageError(Exception):
+    """Bad input from the user: exit status 2 with one line on stderr."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description="T3DNet Studio: compress point-cloud classifiers (NetAug + distillation). "
+        "Without a command, the desktop app opens.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every expected failure becomes one line, exit 2
+        from .errors import user_error_types
+
+        if isinstance(exc, user_error_types()):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise

@@ -1,0 +1,1 @@
+"""Data layer: reading 3D files, datasets, preprocessing cache, augmentations."""

@@ -1,0 +1,1 @@
+"""Compression engine: jobs (train, NetAug, distillation, T3DNet and baselines), headless."""

@@ -1,0 +1,235 @@
+"""Typed job configuration, YAML loading (``safe_load`` only) and presets.
+
+Unknown keys, wrong types and impossible values are errors with the offending key named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+JOBS = ("train", "netaug", "distill", "t3dnet", "e2e", "kd", "fitnet", "dml")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be run; the message names the key."""
+
+
+@dataclass
+class AugmentConfig:
+    """Geometric training augmentation, applied after sampling/grouping indices are chosen."""
+
+    scale_low: float = 0.8
+    scale_high: float = 1.25
+    anisotropic: bool = True
+    shift: float = 0.1
+    jitter: float = 0.0
+    rotate_up: bool = False
+
+
+@dataclass
+class NetAugConfig:
+    """Network augmentation (Cai et al., ICLR 2022), stage 1 of T3DNet."""
+
+    aug_factors: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0)
+    aug_weight: float = 1.0
+    stop_fraction: float = 0.5  # augmentation off for this last fraction of the epochs
+    sort_channels: bool = True
+    bn_batches: int = 20  # batches used to re-estimate BN statistics before evaluation
+
+
+@dataclass
+class DistillConfig:
+    """Teacher supervision: Hinton KD, FitNet feature loss, deep mutual learning."""
+
+    teacher: str = ""  # checkpoint path
+    temperature: float = 4.0
+    alpha: float = 0.9
+    feature_weight: float = 1.0  # fitnet
+    cache_views: int = 0  # >0: teacher outputs for this many fixed augmented views per shape
+    init: str = ""  # student initialisation checkpoint (distill stage)
+
+
+@dataclass
+class JobConfig:
+    """One compression or training job."""
+
+    job: str = "train"
+    model: str = "pointnet2_ssg"
+    width: float = 1.0
+    data: str = ""
+    num_points: int = 1024
+    epochs: int = 1
+    kd_epochs: int = 0  # t3dnet: epochs of the distillation stage (0 = same as epochs)
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.2
+    precision: str = "fp32"
+    threads: int = 0  # 0: torch's default
+    seed: int = 0
+    grouping_variants: int = 4  # cached sampling/grouping index sets per shape (0: recompute)
+    limit_train: int = 0  # >0: use only this many training shapes (tests, smoke runs)
+    limit_test: int = 0
+    eval_every: int = 1
+    log_every: int = 10
+    device: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    netaug: NetAugConfig = field(default_factory=NetAugConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def to_dict(self) -> dict:
+        return _to_plain(dataclasses.asdict(self))
+
+    def validate(self) -> "JobConfig":
+        if self.job not in JOBS:
+            raise ConfigError(f"job: unknown job {self.job!r} (one of {', '.join(JOBS)})")
+        from core.models import list_models
+
+        if self.model not in list_models():
+            raise ConfigError(f"model: unknown model {self.model!r} (one of {', '.join(list_models())})")
+        checks = [
+            ("width", self.width > 0, "must be positive"),
+            ("epochs", self.epochs >= 1, "must be at least 1"),
+            ("batch_size", self.batch_size >= 2, "must be at least 2 (BatchNorm)"),
+            ("lr", self.lr > 0, "must be positive"),
+            ("num_points", self.num_points >= 32, "must be at least 32"),
+            ("optimizer", self.optimizer in ("adamw", "adam", "sgd"), "must be adamw, adam or sgd"),
+            ("precision", self.precision in ("fp32", "bf16"), "must be fp32 or bf16"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
+            ("distill.alpha", 0 <= self.distill.alpha <= 1, "must be in [0, 1]"),
+            ("distill.temperature", self.distill.temperature > 0, "must be positive"),
+            ("netaug.stop_fraction", 0 <= self.netaug.stop_fraction <= 1, "must be in [0, 1]"),
+            ("augment.scale_low", 0 < self.augment.scale_low <= self.augment.scale_high, "must be in (0, scale_high]"),
+        ]
+        for key, ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"{key}: {msg}")
+        if self.job in ("distill", "t3dnet", "e2e", "kd", "fitnet") and not self.distill.teacher:
+            raise ConfigError(f"distill.teacher: job {self.job!r} needs a teacher checkpoint")
+        return self
+
+
+def _to_plain(v):
+    if isinstance(v, dict):
+        return {k: _to_plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_to_plain(x) for x in v]
+    return v
+
+
+def _build(cls, data: Mapping[str, Any], prefix: str = ""):
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''}: {', '.join(prefix + u for u in unknown)}")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, key):
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return _build(tp, value, key + ".")
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_coerce(inner, v, key) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _merge(base: dict, over: Mapping) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+# Presets: overrides applied to the defaults before the user's own keys.
+PRESETS: dict[str, dict] = {
+    # The full recipe of RESEARCH.md, meant for a GPU.
+    "paper": {
+        "epochs": 200, "batch_size": 32, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4,
+        "label_smoothing": 0.2, "precision": "fp32", "grouping_variants": 0,
+        "netaug": {"stop_fraction": 0.5},
+    },
+    # Sized for a 2-core CPU: cached indices, bf16 matmuls, fewer epochs.
+    "cpu": {
+        "epochs": 40, "batch_size": 32, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4,
+        "label_smoothing": 0.2, "precision": "bf16", "grouping_variants": 4,
+        "distill": {"cache_views": 4},
+    },
+    # Seconds: for tests and a first look.
+    "smoke": {
+        "epochs": 2, "batch_size": 8, "limit_train": 64, "limit_test": 32, "lr": 2e-3,
+        "precision": "fp32", "grouping_variants": 1, "log_every": 2,
+        "netaug": {"bn_batches": 2, "stop_fraction": 0.5},
+    },
+}
+
+
+def load_config(
+    preset: str | None = None,
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> JobConfig:
+    """Defaults <- preset <- YAML file <- explicit overrides, validated."""
+    data: dict = {}
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"preset: unknown preset {preset!r} (one of {', '.join(PRESETS)})")
+        data = _merge(data, PRESETS[preset])
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({exc.__class__.__name__})") from exc
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{p}: expected a mapping of keys at the top level")
+        data = _merge(data, loaded)
+    if overrides:
+        data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    return _build(JobConfig, data).validate()
+
+
+def config_from_dict(d: Mapping[str, Any]) -> JobConfig:
+    return _build(JobConfig, d).validate()

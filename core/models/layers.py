@@ -1,0 +1,337 @@
+"""Width-sliceable building blocks shared by every model of the zoo.
+
+Every hidden layer is a :class:`SlimLinear`: allocated at its widest width, it runs on the
+*leading* channels of each input segment and produces its first ``active_out`` channels. A plain
+model is the special case where every layer is active at its full width (no slicing cost). The
+tensors are channels-last rows ``(M, C)``, so every shared MLP is one matmul.
+
+Segments matter at concatenations: the input of a layer is described as a list of producers
+(a fixed channel count such as ``3`` for xyz, or the :class:`SlimLinear` that made those channels),
+and the active input channels are the first active channels of *each* segment (RESEARCH.md §2).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Segment = Union[int, "SlimLinear"]
+
+# When a list, every linear layer adds its multiply-accumulates here (see core.models.complexity).
+MAC_COUNTER: list[int] | None = None
+
+
+def count_linear_macs(rows: int, weight: torch.Tensor) -> None:
+    """Record ``rows x in x out`` MACs of a linear map applied to ``rows`` rows."""
+    if MAC_COUNTER is not None:
+        MAC_COUNTER.append(int(rows) * weight.shape[0] * weight.shape[1])
+
+
+class SlimLinear(nn.Module):
+    """Linear layer whose output and input widths can be narrowed at run time.
+
+    Args:
+        in_segments: producers of the input channels, in concatenation order: an ``int`` for a
+            fixed-width segment (xyz), or the layer whose output forms that segment.
+        out_features: widest output width (allocated).
+        tiny_out: the tiny model's width (defaults to ``out_features``).
+        candidates: output widths that network augmentation may draw (defaults to all widths
+            from ``tiny_out`` to ``out_features`` given by the model).
+        bias: whether the layer has a bias.
+        augmentable: ``False`` pins the layer to ``tiny_out`` = ``out_features`` (class layers).
+    """
+
+    def __init__(
+        self,
+        in_segments: Sequence[Segment],
+        out_features: int,
+        *,
+        tiny_out: int | None = None,
+        candidates: Sequence[int] | None = None,
+        bias: bool = True,
+        augmentable: bool = True,
+    ) -> None:
+        super().__init__()
+        # Plain list: producers are registered where they live, not here.
+        self.in_segments: list[Segment] = list(in_segments)
+        self.in_features = sum(_seg_max(s) for s in self.in_segments)
+        self.out_features = int(out_features)
+        self.tiny_out = int(tiny_out if tiny_out is not None else out_features)
+        self.candidates = sorted(set(candidates or [self.tiny_out, self.out_features]))
+        self.augmentable = augmentable and self.tiny_out < self.out_features
+        self.active_out = self.out_features
+        self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features))
+        self.bias = nn.Parameter(torch.empty(self.out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    # -- width bookkeeping -------------------------------------------------------------
+    def active_in_segments(self) -> list[tuple[int, int]]:
+        """(start, length) of the active columns of each input segment."""
+        spans, start = [], 0
+        for seg in self.in_segments:
+            spans.append((start, _seg_active(seg)))
+            start += _seg_max(seg)
+        return spans
+
+    def out_index(self) -> torch.Tensor | None:
+        """Active output rows as an index tensor, or ``None`` for a leading slice."""
+        return None
+
+    def is_full(self) -> bool:
+        return self.active_out == self.out_features and all(
+            _seg_active(s) == _seg_max(s) for s in self.in_segments
+        )
+
+    def effective_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight and bias the layer applies at its current widths."""
+        if self.is_full():
+            return self.weight, self.bias
+        idx = self.out_index()
+        if idx is None:
+            w = self.weight[: self.active_out]
+            b = self.bias[: self.active_out] if self.bias is not None else None
+        else:
+            idx = idx.to(self.weight.device)
+            w = self.weight.index_select(0, idx)
+            b = self.bias.index_select(0, idx) if self.bias is not None else None
+        spans = self.active_in_segments()
+        if len(spans) == 1:
+            s, n = spans[0]
+            w = w[:, s : s + n]
+        else:
+            w = torch.cat([w[:, s : s + n] for s, n in spans], dim=1)
+        return w, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.effective_weight()
+        if MAC_COUNTER is not None:
+            count_linear_macs(x.numel() // x.shape[-1], w)
+        return F.linear(x, w, b)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, tiny={self.tiny_out}"
+
+
+class SlimGridLinear(SlimLinear):
+    """Linear layer producing a ``k x k`` matrix, where ``k`` follows another layer's width.
+
+    Used for PointNet's feature transform: at width ``a`` of the producer the active outputs are
+    the leading ``a x a`` block of the ``k_max x k_max`` grid (row-major).
+    """
+
+    def __init__(self, in_segments: Sequence[Segment], grid_of: Segment, **kw) -> None:
+        k = _seg_max(grid_of)
+        super().__init__(in_segments, k * k, augmentable=False, **kw)
+        self.grid_of = [grid_of]  # list: not registered as a child
+
+    @property
+    def grid_k(self) -> int:
+        return _seg_active(self.grid_of[0])
+
+    def is_full(self) -> bool:
+        return self.grid_k == _seg_max(self.grid_of[0]) and super().is_full()
+
+    def out_index(self) -> torch.Tensor | None:
+        k, kmax = self.grid_k, _seg_max(self.grid_of[0])
+        rows = torch.arange(k).unsqueeze(1) * kmax + torch.arange(k).unsqueeze(0)
+        return rows.reshape(-1)
+
+    def effective_weight(self):
+        self.active_out = self.grid_k * self.grid_k
+        return super().effective_weight()
+
+
+class SlimBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the channels of rows ``(M, C)`` that follows the width of ``layer``."""
+
+    def __init__(self, layer: SlimLinear, **kw) -> None:
+        super().__init__(layer.out_features, **kw)
+        self.layer = [layer]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[-1]
+        if c == self.num_features:
+            return super().forward(x)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average, as nn.BatchNorm does
+                momentum = 1.0 / float(self.num_batches_tracked)
+        use_batch = self.training or self.running_mean is None
+        return F.batch_norm(
+            x,
+            self.running_mean[:c] if self.running_mean is not None else None,
+            self.running_var[:c] if self.running_var is not None else None,
+            self.weight[:c],
+            self.bias[:c],
+            use_batch,
+            momentum,
+            self.eps,
+        )
+
+
+class LinearBNAct(nn.Module):
+    """``SlimLinear`` -> ``SlimBatchNorm`` -> activation, on rows of any leading shape."""
+
+    def __init__(
+        self,
+        in_segments: Sequence[Segment],
+        width: "WidthSpec",
+        *,
+        bias: bool = True,
+        act: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.linear = SlimLinear(
+            in_segments, width.max, tiny_out=width.tiny, candidates=width.candidates, bias=bias
+        )
+        self.bn = SlimBatchNorm(self.linear)
+        self.act = act
+
+    @property
+    def out(self) -> SlimLinear:
+        return self.linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(self.linear(x))
+
+    def post(self, y: torch.Tensor) -> torch.Tensor:
+        """BN and activation of an already computed linear output."""
+        shape = y.shape
+        y = self.bn(y.reshape(-1, shape[-1])).reshape(shape)
+        if self.act == "relu":
+            return F.relu(y, inplace=True)
+        if self.act == "leaky":
+            return F.leaky_relu(y, 0.2, inplace=True)
+        return y
+
+
+class SharedMLP(nn.Module):
+    """A chain of :class:`LinearBNAct` layers (PointNet's shared MLP, channels-last)."""
+
+    def __init__(self, in_segments: Sequence[Segment], widths: Sequence["WidthSpec"], **kw) -> None:
+        super().__init__()
+        layers, segs = [], list(in_segments)
+        for w in widths:
+            layer = LinearBNAct(segs, w, **kw)
+            layers.append(layer)
+            segs = [layer.out]
+        self.layers = nn.ModuleList(layers)
+
+    @property
+    def out(self) -> SlimLinear:
+        return self.layers[-1].out
+
+    def forward(self, x: torch.Tensor, skip_first_linear: bool = False) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer.post(x) if (i == 0 and skip_first_linear) else layer(x)
+        return x
+
+
+class WidthSpec:
+    """Widths of one hidden layer: the tiny width, the allocated maximum and the candidates."""
+
+    def __init__(self, base: int, width: float, aug_factors: Sequence[float] = (1.0,)) -> None:
+        self.tiny = max(1, int(round(base * width)))
+        self.candidates = sorted({max(1, int(round(self.tiny * f))) for f in aug_factors})
+        self.max = self.candidates[-1]
+
+    def __repr__(self) -> str:
+        return f"WidthSpec(tiny={self.tiny}, max={self.max})"
+
+
+def _seg_max(seg: Segment) -> int:
+    return seg if isinstance(seg, int) else seg.out_features
+
+
+def _seg_active(seg: Segment) -> int:
+    if isinstance(seg, int):
+        return seg
+    if isinstance(seg, SlimGridLinear):
+        return seg.grid_k * seg.grid_k
+    return seg.active_out
+
+
+def slim_layers(module: nn.Module) -> Iterable[SlimLinear]:
+    return (m for m in module.modules() if isinstance(m, SlimLinear))
+
+
+# ---------------------------------------------------------------------------------------
+# Sampling and grouping. Pure torch, batched; every result is an index tensor that callers
+# may compute once and reuse (RESEARCH.md §5).
+# ---------------------------------------------------------------------------------------
+
+
+def gather_points(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` (B, N, C) picked by ``idx`` (B, ...) -> (B, ..., C)."""
+    b, n, c = x.shape
+    flat = idx.reshape(b, -1)
+    offset = torch.arange(b, device=x.device).unsqueeze(1) * n
+    out = x.reshape(b * n, c).index_select(0, (flat + offset).reshape(-1))
+    return out.reshape(*idx.shape, c)
+
+
+def farthest_point_sample(
+    xyz: torch.Tensor, npoint: int, start: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Farthest point sampling: (B, N, 3) -> indices (B, npoint).
+
+    ``start`` gives each cloud's first index; ``None`` starts at point 0, which makes inference
+    deterministic (and exportable).
+    """
+    b, n, _ = xyz.shape
+    npoint = min(npoint, n)
+    xyz = xyz.detach()
+    out = torch.empty(b, npoint, dtype=torch.long, device=xyz.device)
+    dist = torch.full((b, n), float("inf"), device=xyz.device, dtype=xyz.dtype)
+    far = start.to(xyz.device).long() if start is not None else torch.zeros(b, dtype=torch.long, device=xyz.device)
+    rows = torch.arange(b, device=xyz.device)
+    for i in range(npoint):
+        out[:, i] = far
+        centre = xyz[rows, far].unsqueeze(1)
+        dist = torch.minimum(dist, (xyz - centre).square().sum(-1))
+        far = dist.argmax(-1)
+    return out
+
+
+def square_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise squared distances (B, S, C) x (B, N, C) -> (B, S, N), one matmul."""
+    d = -2 * a @ b.transpose(1, 2)
+    d += a.square().sum(-1, keepdim=True)
+    d += b.square().sum(-1).unsqueeze(1)
+    return d.clamp_min_(0)
+
+
+def ball_query(xyz: torch.Tensor, centres: torch.Tensor, radius: float, nsample: int) -> torch.Tensor:
+    """First ``nsample`` point indices (in index order) within ``radius`` of each centre.
+
+    Slots beyond the points found repeat the first one (PointNet++ convention). Uses ``topk`` on
+    a key instead of a full sort (3x faster here). Returns (B, S, nsample).
+    """
+    n = xyz.shape[1]
+    d = square_distance(centres.detach(), xyz.detach())
+    key = torch.arange(n, device=xyz.device, dtype=d.dtype).expand_as(d)
+    key = torch.where(d > radius * radius, key + n, key)
+    k = min(nsample, n)
+    vals, idx = key.topk(k, dim=-1, largest=False, sorted=True)
+    first = idx[..., :1].expand_as(idx)
+    idx = torch.where(vals >= n, first, idx)
+    if k < nsample:
+        idx = torch.cat([idx, idx[..., :1].expand(*idx.shape[:-1], nsample - k)], dim=-1)
+    return idx
+
+
+def knn(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` nearest neighbours of every point (itself included): (B, N, k)."""
+    d = square_distance(x.detach(), x.detach())
+    return d.topk(min(k, x.shape[1]), dim=-1, largest=False, sorted=True)[1]
