@@ -6,9 +6,11 @@ import argparse
 import sys
 
 from . import jobs, models_cmd
+from . import export_cmd
 
 # Each module adds its subcommands; the order here is the order of --help.
-COMMAND_MODULES = [jobs, models_cmd]
+COMMAND_MODULES = [jobs, models_cmd, export_cmd]
+from . import inspect_cmd; COMMAND_MODULES.append(inspect_cmd)  # noqa: E402,E702
 
 EPILOG = """examples:
   python main.py models

@@ -95,10 +95,11 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_predict)
 
 
-def _sinks(mode: str, run_dir: Path):
-    from core.engine.events import Broadcast, JsonlWriter, ProgressBar, StdoutJson
+def _sinks(mode: str):
+    """Where the job's events go besides the run's own events.jsonl."""
+    from core.engine.events import Broadcast, ProgressBar, StdoutJson
 
-    sinks = [JsonlWriter(run_dir / "events.jsonl")]
+    sinks = []
     if mode == "json":
         sinks.append(StdoutJson())
     elif mode == "bar":
@@ -120,15 +121,12 @@ def _run(fn, run_dir: Path, events: str) -> int:
     cancel = threading.Event()
     _install_signal_handlers(cancel)
     run_dir.mkdir(parents=True, exist_ok=True)
-    sink = _sinks(events, run_dir)
+    sink = _sinks(events)
     try:
         report = fn(sink, cancel)
     except JobCancelled as exc:
         print(str(exc), file=sys.stderr)
         return 130
-    except Exception as exc:
-        sink({"type": "error", "message": str(exc)})
-        raise
     if report and events != "json":
         print(f"done: OA {report['oa'] * 100:.2f}%  mAcc {report['macc'] * 100:.2f}%  "
               f"params {report['params']:,}  -> {report.get('checkpoint', run_dir)}")

@@ -32,6 +32,7 @@ from core.models.complexity import count_macs, count_parameters, grouping_cost
 from . import distributed as dist_utils
 from .checkpoint import CheckpointError, atomic_save, load_model, model_state, read_checkpoint
 from .config import JobConfig, config_from_dict
+from .events import JsonlWriter
 from .grouping import GroupingCache
 from .losses import feature_loss, kd_loss, kl_divergence
 from .metrics import classification_metrics, measure_latency
@@ -67,14 +68,19 @@ class Trainer:
         self.sink = sink or _noop
         self.cancel = cancel or threading.Event()
         self.dist = dist_utils.DistInfo.from_env()
+        self._writer = JsonlWriter(self.run_dir / "events.jsonl") if self.dist.is_main else None
         self.device = torch.device(_pick_device(cfg.device, self.dist))
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
 
     # -- events -------------------------------------------------------------------------------
     def emit(self, event: dict) -> None:
+        """Send an event to the run's ``events.jsonl`` and to the caller's sink (rank 0 only)."""
         if self.dist.is_main:
             event.setdefault("stage", self.job)
+            event.setdefault("time", time.time())
+            if event["type"] != "progress":
+                self._writer(event)
             self.sink(event)
 
     # -- set-up -------------------------------------------------------------------------------
@@ -374,6 +380,18 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
         """Train to the last epoch (or from the last checkpoint), then write the report."""
+        try:
+            return self._fit(resume)
+        except (JobCancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            self.emit({"type": "error", "message": str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})
+            raise
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+
+    def _fit(self, resume: bool) -> dict:
         self._setup()
         self.elapsed = 0.0
         start_epoch, start_step, perm, best, history = 0, 0, None, -1.0, []

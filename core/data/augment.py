@@ -1,0 +1,191 @@
+"""Composable point-cloud augmentations for numpy arrays or torch tensors.
+
+Each transform takes points of shape (N, C) or (B, N, C) with xyz in the first three channels
+(C > 3: normals in channels 3:6 are rotated with the points, other channels left alone) and
+returns the same type, shape, dtype and device. In a batch each sample draws its own parameters.
+Randomness comes only from a ``numpy.random.Generator``: pass one as ``rng`` or give the
+transform (or :class:`Compose`) a ``seed``; the same seed gives the same result for numpy and torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _as_batch(points):
+    """(B, N, C) float view of the input, whether it was batched, and a way back to its type."""
+    is_torch = type(points).__module__.startswith("torch")
+    batched = points.ndim == 3
+    if points.ndim not in (2, 3) or points.shape[-1] < 3:
+        raise ValueError(f"expected points of shape (N, C>=3) or (B, N, C>=3), got {tuple(points.shape)}")
+    x = points if batched else points[None]
+    return x, batched, is_torch
+
+
+def _param(values: np.ndarray, like):
+    """Per-sample parameters (numpy) as an array/tensor matching ``like`` (dtype, device)."""
+    if type(like).__module__.startswith("torch"):
+        import torch
+
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+    return values.astype(like.dtype if like.dtype.kind == "f" else np.float32)
+
+
+def _finish(x, batched: bool):
+    return x if batched else x[0]
+
+
+class Augmentation:
+    """Base class: ``aug(points, rng=None)``; ``rng`` defaults to the transform's own generator."""
+
+    def __init__(self, seed: int | None = None):
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, points, rng: np.random.Generator | None = None):
+        x, batched, _ = _as_batch(points)
+        return _finish(self.apply(x, rng if rng is not None else self.rng), batched)
+
+    def apply(self, x, rng: np.random.Generator):  # (B, N, C) -> (B, N, C)
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "rng")
+        return f"{type(self).__name__}({args})"
+
+
+def _with_xyz(x, xyz):
+    """``x`` with its first three channels replaced (copy; the input is never modified)."""
+    if x.shape[-1] == 3:
+        return xyz
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        return torch.cat([xyz, x[..., 3:]], dim=-1)
+    return np.concatenate([xyz, x[..., 3:]], axis=-1)
+
+
+class RandomScale(Augmentation):
+    """Multiply xyz by a factor in [low, high]; ``anisotropic`` draws one factor per axis."""
+
+    def __init__(self, low: float = 2 / 3, high: float = 3 / 2, anisotropic: bool = False, seed: int | None = None):
+        super().__init__(seed)
+        self.low, self.high, self.anisotropic = low, high, anisotropic
+
+    def apply(self, x, rng):
+        s = rng.uniform(self.low, self.high, size=(x.shape[0], 1, 3 if self.anisotropic else 1))
+        return _with_xyz(x, x[..., :3] * _param(s, x))
+
+
+class RandomShift(Augmentation):
+    """Translate xyz by a vector with each component uniform in [-shift, shift]."""
+
+    def __init__(self, shift: float = 0.2, seed: int | None = None):
+        super().__init__(seed)
+        self.shift = shift
+
+    def apply(self, x, rng):
+        t = rng.uniform(-self.shift, self.shift, size=(x.shape[0], 1, 3))
+        return _with_xyz(x, x[..., :3] + _param(t, x))
+
+
+class RandomRotate(Augmentation):
+    """Rotate about the up axis by an angle uniform in [-max_angle, max_angle] (default: any)."""
+
+    def __init__(self, axis: str = "z", max_angle: float = math.pi, seed: int | None = None):
+        super().__init__(seed)
+        if axis not in ("x", "y", "z"):
+            raise ValueError(f"axis must be x, y or z, got {axis!r}")
+        self.axis, self.max_angle = axis, max_angle
+
+    def matrices(self, b: int, rng: np.random.Generator) -> np.ndarray:
+        a = rng.uniform(-self.max_angle, self.max_angle, size=b)
+        c, s = np.cos(a), np.sin(a)
+        r = np.zeros((b, 3, 3))
+        i, j = {"z": (0, 1), "y": (2, 0), "x": (1, 2)}[self.axis]
+        k = 3 - i - j
+        r[:, i, i], r[:, i, j], r[:, j, i], r[:, j, j], r[:, k, k] = c, -s, s, c, 1.0
+        return r
+
+    def apply(self, x, rng):
+        rt = _param(np.transpose(self.matrices(x.shape[0], rng), (0, 2, 1)), x)  # row vectors: p @ R^T
+        out = x[..., :3] @ rt
+        if x.shape[-1] >= 6:  # normals turn with the shape
+            n = x[..., 3:6] @ rt
+            rest = x[..., 6:]
+            if type(x).__module__.startswith("torch"):
+                import torch
+
+                return torch.cat([out, n, rest], dim=-1)
+            return np.concatenate([out, n, rest], axis=-1)
+        return _with_xyz(x, out)
+
+
+class Jitter(Augmentation):
+    """Add Gaussian noise (std ``sigma``, clipped to +-``clip``) to every coordinate."""
+
+    def __init__(self, sigma: float = 0.01, clip: float = 0.05, seed: int | None = None):
+        super().__init__(seed)
+        self.sigma, self.clip = sigma, clip
+
+    def apply(self, x, rng):
+        noise = np.clip(self.sigma * rng.standard_normal(size=(*x.shape[:2], 3)), -self.clip, self.clip)
+        return _with_xyz(x, x[..., :3] + _param(noise, x))
+
+
+class PointDropout(Augmentation):
+    """Drop a random share (up to ``max_ratio``) of each sample's points, keeping the shape:
+    dropped points are replaced by the sample's first point (as in PointNet++)."""
+
+    def __init__(self, max_ratio: float = 0.875, seed: int | None = None):
+        super().__init__(seed)
+        self.max_ratio = max_ratio
+
+    def apply(self, x, rng):
+        b, n = x.shape[:2]
+        ratio = rng.uniform(0, self.max_ratio, size=(b, 1))
+        drop = rng.random((b, n)) < ratio
+        drop[:, 0] = False
+        if type(x).__module__.startswith("torch"):
+            import torch
+
+            mask = torch.as_tensor(drop, device=x.device)[..., None]
+            return torch.where(mask, x[:, :1].expand_as(x), x)
+        return np.where(drop[..., None], x[:, :1], x)
+
+
+class ShufflePoints(Augmentation):
+    """Random order of the points of each sample (all channels move together)."""
+
+    def apply(self, x, rng):
+        b, n = x.shape[:2]
+        perm = np.argsort(rng.random((b, n)), axis=1)
+        if type(x).__module__.startswith("torch"):
+            import torch
+
+            idx = torch.as_tensor(perm, device=x.device)[..., None].expand(-1, -1, x.shape[-1])
+            return torch.gather(x, 1, idx)
+        return np.take_along_axis(x, perm[..., None], axis=1)
+
+
+class Compose(Augmentation):
+    """Apply transforms in order, all drawing from this object's generator (or ``rng``)."""
+
+    def __init__(self, transforms: list[Augmentation], seed: int | None = None):
+        super().__init__(seed)
+        self.transforms = list(transforms)
+
+    def apply(self, x, rng):
+        for t in self.transforms:
+            x = t.apply(x, rng)
+        return x
+
+    def __repr__(self) -> str:
+        return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
+
+
+def default_train_augmentation(seed: int | None = None) -> Compose:
+    """The usual ModelNet training recipe: anisotropic scale, shift, jitter, shuffle."""
+    return Compose([RandomScale(2 / 3, 3 / 2, anisotropic=True), RandomShift(0.2), Jitter(0.01, 0.05),
+                    ShufflePoints()], seed=seed)

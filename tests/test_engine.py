@@ -1,0 +1,262 @@
+"""Compression engine: losses, configs, NetAug step, jobs, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.engine.checkpoint import CheckpointError, load_model, read_checkpoint
+from core.engine.config import ConfigError, load_config
+from core.engine.losses import feature_loss, kd_loss, kl_divergence
+from core.engine.trainer import JobCancelled, JobError, resume_run, run_job
+from core.models import create_model
+
+
+# -- losses ------------------------------------------------------------------------------------
+
+
+def test_kd_loss_matches_hand_computed_values():
+    s = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 2.0]])
+    t = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    y = torch.tensor([1, 2])
+    T, a = 2.0, 0.7
+
+    def softmax(v):
+        e = np.exp(v - v.max())
+        return e / e.sum()
+
+    ce = np.mean([-math.log(softmax(s[i].numpy())[y[i]]) for i in range(2)])
+    kl = 0.0
+    for i in range(2):
+        p_t, p_s = softmax(t[i].numpy() / T), softmax(s[i].numpy() / T)
+        kl += float((p_t * np.log(p_t / p_s)).sum())
+    kl /= 2  # batchmean: sum over classes, mean over the batch
+    expected = (1 - a) * ce + a * T * T * kl
+    loss, terms = kd_loss(s, t, y, temperature=T, alpha=a)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert terms["task_loss"].item() == pytest.approx(ce, rel=1e-5)
+    assert terms["kd_loss"].item() == pytest.approx(T * T * kl, rel=1e-5)
+
+
+def test_kl_is_batchmean_not_divided_by_class_count():
+    s, t = torch.randn(4, 40), torch.randn(4, 40)
+    ours = kl_divergence(s, t)
+    elementwise_mean = F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="mean")
+    assert ours.item() == pytest.approx(elementwise_mean.item() * 40, rel=1e-5)
+    assert kl_divergence(s, s).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_feature_loss_is_mse():
+    a, b = torch.zeros(2, 3), torch.ones(2, 3) * 2
+    assert feature_loss(a, b).item() == pytest.approx(4.0)
+
+
+# -- configs -----------------------------------------------------------------------------------
+
+
+def test_presets_load_and_validate():
+    for preset in ("paper", "cpu", "smoke"):
+        cfg = load_config(preset, overrides={"data": "x"})
+        assert cfg.epochs >= 1
+    assert load_config("cpu").precision == "bf16"
+
+
+def test_unknown_keys_and_bad_values_are_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown key: learning_rate"):
+        load_config("smoke", bad)
+    bad.write_text("netaug:\n  aug_factor: [1, 2]\n")
+    with pytest.raises(ConfigError, match="netaug.aug_factor"):
+        load_config("smoke", bad)
+    with pytest.raises(ConfigError, match="epochs: expected an integer"):
+        load_config("smoke", overrides={"epochs": "ten"})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config("fast")
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        load_config("smoke", overrides={"job": "distill"})
+    with pytest.raises(ConfigError, match="model: unknown model"):
+        load_config("smoke", overrides={"model": "resnet"})
+    bad.write_text("[unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config("smoke", bad)
+
+
+# -- NetAug --------------------------------------------------------------------------------------
+
+
+def test_netaug_step_moves_tiny_weights_through_both_losses():
+    torch.manual_seed(0)
+    net = create_model("pointnet2_ssg", num_classes=5, width=1 / 8, aug_factors=(1.0, 2.0, 3.0)).train()
+    x, y = torch.rand(4, 256, 3), torch.tensor([0, 1, 2, 3])
+    layer = net.levels[1].branches[0].layers[1].linear
+    tiny_rows, tiny_cols = layer.tiny_out, layer.in_segments[0].tiny_out
+
+    net.set_widths("tiny")
+    F.cross_entropy(net(x), y).backward()
+    g_tiny = layer.weight.grad.clone()
+    assert g_tiny[:tiny_rows, :tiny_cols].abs().sum() > 0
+    assert g_tiny[tiny_rows:].abs().sum() == 0  # the tiny pass touches only its channels
+
+    net.zero_grad()
+    widths = {n: m.out_features for n, m in net.slim_layers().items()}
+    net.set_widths(widths)
+    F.cross_entropy(net(x), y).backward()
+    g_aug = layer.weight.grad
+    assert g_aug[:tiny_rows, :tiny_cols].abs().sum() > 0  # augmented pass updates the shared weights
+    assert g_aug[tiny_rows:].abs().sum() > 0
+
+
+# -- jobs on a small ModelNet40 subset ------------------------------------------------------------
+
+SMALL = {"limit_train": 48, "limit_test": 24, "batch_size": 8, "epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(modelnet40, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    cfg = load_config("smoke", overrides={"job": "train", "model": "pointnet2_ssg", "width": 0.25,
+                                           "data": str(modelnet40), **SMALL})
+    report = run_job(cfg, out)
+    return report["checkpoint"]
+
+
+def test_train_job_writes_run_directory(modelnet40, tmp_path):
+    cfg = load_config("smoke", overrides={"model": "pointnet", "width": 0.125, "data": str(modelnet40), **SMALL})
+    events = []
+    report = run_job(cfg, tmp_path, sink=events.append)
+    for name in ("job.yaml", "config.yaml", "events.jsonl", "last.pt", "best.pt", "student.pt", "report.json", "report.md"):
+        assert (tmp_path / name).is_file(), name
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 2
+    step = next(e for e in events if e["type"] == "step")
+    for key in ("loss", "task_loss", "lr", "samples_per_s", "train_acc", "elapsed"):
+        assert key in step
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["type"] for e in lines].count("epoch") == 2
+    assert 0 <= report["oa"] <= 1 and report["n"] == 24 and len(report["confusion"]) == 40
+    assert report["params"] == 43321 and report["macs"] > 0 and report["latency_ms_cpu_b1"] > 0
+    model, ck = load_model(tmp_path / "student.pt")
+    assert ck["model"]["name"] == "pointnet" and len(ck["class_names"]) == 40
+
+
+def test_netaug_export_equals_supernet_slice_after_training(modelnet40, tmp_path):
+    cfg = load_config("smoke", overrides={"job": "netaug", "model": "pointnet2_ssg", "width": 0.125,
+                                           "data": str(modelnet40), **SMALL})
+    run_job(cfg, tmp_path)
+    student, _ = load_model(tmp_path / "student.pt")
+    ck = read_checkpoint(tmp_path / "last.pt")
+    from core.models import model_from_config
+
+    supernet = model_from_config(ck["model"])
+    assert supernet.is_augmentable
+    supernet.load_state_dict(ck["state_dict"])
+    supernet.set_widths("tiny")
+    supernet.eval()
+    x = torch.from_numpy(np.load(next((modelnet40 / "airplane" / "test").glob("*.npy")))).unsqueeze(0)
+    assert torch.allclose(supernet(x), student(x), atol=1e-5)
+    assert sum(p.numel() for p in student.parameters()) == 25456
+
+
+def test_t3dnet_pipeline_end_to_end(modelnet40, teacher_ckpt, tmp_path):
+    cfg = load_config("smoke", overrides={"job": "t3dnet", "model": "pointnet2_ssg", "width": 0.125,
+                                           "data": str(modelnet40), "distill": {"teacher": teacher_ckpt}, **SMALL})
+    stages = []
+    report = run_job(cfg, tmp_path, sink=lambda e: stages.append(e.get("stage")) if e["type"] == "stage" else None)
+    assert stages == ["netaug", "distill"]
+    assert report["job"] == "t3dnet" and report["params"] == 25456
+    assert (tmp_path / "stage1_netaug" / "student.pt").is_file()
+    assert (tmp_path / "student.pt").is_file() and (tmp_path / "report.json").is_file()
+    events = [json.loads(l) for l in (tmp_path / "stage2_distill" / "events.jsonl").read_text().splitlines()]
+    step = next(e for e in events if e["type"] == "step")
+    assert "kd_loss" in step and "task_loss" in step
+
+
+@pytest.mark.parametrize("job", ["kd", "e2e", "fitnet", "dml"])
+def test_baselines_run(modelnet40, teacher_ckpt, tmp_path, job):
+    over = {"job": job, "model": "pointnet2_ssg", "width": 0.125, "data": str(modelnet40), **SMALL, "epochs": 1}
+    if job != "dml":
+        over["distill"] = {"teacher": teacher_ckpt}
+    report = run_job(load_config("smoke", overrides=over), tmp_path)
+    assert report["params"] == 25456 and 0 <= report["oa"] <= 1
+
+
+def test_cached_teacher_outputs(modelnet40, teacher_ckpt, tmp_path):
+    over = {"job": "kd", "model": "pointnet2_ssg", "width": 0.125, "data": str(modelnet40), **SMALL,
+            "distill": {"teacher": teacher_ckpt, "cache_views": 2}}
+    events = []
+    run_job(load_config("smoke", overrides=over), tmp_path, sink=events.append)
+    cache = torch.load(tmp_path / "teacher_cache.pt", weights_only=True)
+    assert cache["logits"].shape == (2, 48, 40)
+    assert any(e["type"] == "progress" and e["what"] == "teacher cache" for e in events)
+    # The cached logits are the teacher's outputs on the stored views.
+    teacher, _ = load_model(teacher_ckpt)
+    from core.data.datasets import load_split
+    from core.engine.trainer import _subset
+
+    ds = _subset(load_split(modelnet40, "train"), 48)
+    from core.engine.grouping import GroupingCache
+
+    groups = GroupingCache(teacher, ds.points, 2, seed=0)
+    idx = np.arange(4)
+    pts = torch.from_numpy(ds.points[idx]) * cache["scale"][1, :4].unsqueeze(1) + cache["shift"][1, :4].unsqueeze(1)
+    with torch.no_grad():
+        expect = teacher(pts, groups.get(idx, 1))
+    assert torch.allclose(cache["logits"][1, :4].float(), expect, atol=2e-2)
+
+
+def test_resume_gives_the_same_weights(modelnet40, tmp_path):
+    over = {"model": "pointnet2_ssg", "width": 0.125, "data": str(modelnet40), **SMALL, "job": "netaug"}
+    cfg = load_config("smoke", overrides=over)
+    run_job(cfg, tmp_path / "straight")
+
+    cancel = threading.Event()
+
+    def stop_mid_second_epoch(e):
+        if e["type"] == "step" and e["epoch"] == 1 and e["step"] >= 2:
+            cancel.set()
+
+    with pytest.raises(JobCancelled, match="resume"):
+        run_job(cfg, tmp_path / "split", sink=stop_mid_second_epoch, cancel=cancel)
+    assert read_checkpoint(tmp_path / "split" / "last.pt")["training"]["step_in_epoch"] > 0
+    resume_run(tmp_path / "split")
+    a = read_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "split" / "last.pt")["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_teacher_of_other_classes_is_refused(modelnet40, tmp_path):
+    from core.engine.checkpoint import save_model
+
+    other = tmp_path / "other.pt"
+    save_model(other, create_model("pointnet2_ssg", num_classes=10, width=0.125), [f"c{i}" for i in range(10)])
+    cfg = load_config("smoke", overrides={"job": "kd", "data": str(modelnet40), "width": 0.125, **SMALL,
+                                           "distill": {"teacher": str(other)}})
+    with pytest.raises(JobError, match="teacher was trained on other classes"):
+        run_job(cfg, tmp_path / "run")
+
+
+def test_student_init_of_another_architecture_is_refused(modelnet40, teacher_ckpt, tmp_path):
+    from core.engine.checkpoint import save_model
+
+    init = tmp_path / "dg.pt"
+    save_model(init, create_model("dgcnn", width=0.125), [str(i) for i in range(40)])
+    cfg = load_config("smoke", overrides={"job": "distill", "data": str(modelnet40), "width": 0.125, **SMALL,
+                                           "distill": {"teacher": teacher_ckpt, "init": str(init)}})
+    with pytest.raises(CheckpointError, match="holds a dgcnn model, expected pointnet2_ssg"):
+        run_job(cfg, tmp_path / "run")
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    cfg = load_config("smoke", overrides={"data": str(tmp_path / "nowhere")})
+    with pytest.raises(Exception, match="nowhere"):
+        run_job(cfg, tmp_path / "run")
