@@ -1,0 +1,1 @@
+"""T3DNet Studio desktop app (PySide6). Imports ``core``; ``core`` never imports this package."""

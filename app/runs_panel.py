@@ -1,0 +1,188 @@
+"""Runs view: run directories (report.json) in a table, their curves overlaid, and a button that
+loads a run's student into the teacher/student comparison."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from app.compare_panel import human
+
+COLUMNS = ("run", "job", "model", "OA %", "mAcc %", "params", "MACs", "latency ms (CPU, b1)", "epochs", "path")
+CHECKPOINTS = ("student.pt", "model.pt", "best.pt", "last.pt")
+
+
+def find_runs(roots: list[Path], depth: int = 2) -> list[Path]:
+    """Folders under ``roots`` (up to ``depth`` levels) that hold a report.json or events.jsonl."""
+    found: list[Path] = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        level = [root]
+        for _ in range(depth + 1):
+            nxt = []
+            for d in level:
+                if (d / "report.json").is_file() or (d / "events.jsonl").is_file():
+                    found.append(d)
+                else:
+                    try:
+                        nxt += [c for c in sorted(d.iterdir()) if c.is_dir()]
+                    except OSError:
+                        pass
+            level = nxt
+    return found
+
+
+def read_run(d: Path) -> dict:
+    """Summary and per-epoch history of a run; unfinished runs are read from events.jsonl."""
+    info = {"path": str(d), "run": d.name, "history": []}
+    rep = d / "report.json"
+    if rep.is_file():
+        try:
+            r = json.loads(rep.read_text())
+            m = r.get("model")
+            info.update(job=r.get("job", ""), oa=r.get("oa"), macc=r.get("macc"), params=r.get("params"),
+                        macs=r.get("macs"), latency=r.get("latency_ms_cpu_b1"), epochs=r.get("epochs"),
+                        model=(f"{m.get('name')} x{m.get('width', 1):g}" if isinstance(m, dict) else str(m or "")),
+                        history=r.get("history") or [], finished=True)
+        except (OSError, ValueError):
+            pass
+    if not info["history"] and (d / "events.jsonl").is_file():
+        try:
+            for line in (d / "events.jsonl").read_text().splitlines():
+                ev = json.loads(line)
+                if ev.get("type") == "epoch":
+                    info["history"].append(ev)
+                elif ev.get("type") == "start":
+                    info.setdefault("job", ev.get("job", ""))
+        except (OSError, ValueError):
+            pass
+        info.setdefault("finished", False)
+    return info
+
+
+def run_checkpoint(run_dir: str) -> str | None:
+    for name in CHECKPOINTS:
+        if (Path(run_dir) / name).is_file():
+            return str(Path(run_dir) / name)
+    return None
+
+
+class NumItem(QTableWidgetItem):
+    """Sorts by the number, shows formatted text."""
+
+    def __init__(self, value, text: str) -> None:
+        super().__init__(text)
+        self.value = value if isinstance(value, (int, float)) else float("-inf")
+
+    def __lt__(self, other) -> bool:  # noqa: D105
+        return self.value < getattr(other, "value", float("-inf"))
+
+
+class RunsPanel(QWidget):
+    """Thread: GUI thread (reading a few report.json files is fast)."""
+
+    load_student = Signal(str)
+
+    def __init__(self, settings, parent=None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.runs: list[dict] = []
+        top = QHBoxLayout()
+        self.folder = QLineEdit(settings.runs_dir)
+        self.folder.setToolTip("Folder searched (two levels deep) for run directories")
+        browse = QPushButton("…")
+        browse.clicked.connect(self._browse)
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh)
+        self.curve_metric = QComboBox()
+        self.curve_metric.addItems(["val_oa", "val_macc", "train_loss", "train_acc", "lr"])
+        self.curve_metric.setToolTip("The per-epoch quantity overlaid for the selected runs")
+        self.curve_metric.currentTextChanged.connect(self._plot_selected)
+        self.load_button = QPushButton("Load student into comparison")
+        self.load_button.setToolTip("Use the selected run's checkpoint as the student in the Compare tab")
+        self.load_button.clicked.connect(self._load_selected)
+        for w in (QLabel("Runs in"), self.folder, browse, refresh, QLabel("Curve"), self.curve_metric, self.load_button):
+            top.addWidget(w)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSortingEnabled(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.itemSelectionChanged.connect(self._plot_selected)
+        self.table.doubleClicked.connect(lambda _: self._load_selected())
+        self.plot = pg.PlotWidget(title="selected runs")
+        self.plot.addLegend()
+        self.plot.showGrid(x=True, y=True, alpha=0.3)
+        self.plot.setLabel("bottom", "epoch")
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(self.plot)
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(split, 1)
+        self.refresh()
+
+    def set_dark(self, dark: bool) -> None:
+        self.plot.setBackground("#1f2126" if dark else "w")
+
+    def _browse(self) -> None:
+        p = QFileDialog.getExistingDirectory(self, "Runs folder", self.folder.text())
+        if p:
+            self.folder.setText(p)
+            self.settings.runs_dir = p
+            self.refresh()
+
+    def refresh(self) -> None:
+        roots = [Path(self.folder.text())]
+        self.runs = [read_run(d) for d in find_runs(roots)]
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(self.runs))
+        for r, run in enumerate(self.runs):
+            pct = lambda v: NumItem(v, f"{v * 100:.1f}" if isinstance(v, (int, float)) else "—")  # noqa: E731
+            cells = [QTableWidgetItem(run["run"]), QTableWidgetItem(str(run.get("job", ""))),
+                     QTableWidgetItem(str(run.get("model", "") or ("(running)" if not run.get("finished") else ""))),
+                     pct(run.get("oa")), pct(run.get("macc")),
+                     NumItem(run.get("params"), human(run["params"]) if run.get("params") else "—"),
+                     NumItem(run.get("macs"), human(run["macs"]) if run.get("macs") else "—"),
+                     NumItem(run.get("latency"), f"{run['latency']:.1f}" if run.get("latency") else "—"),
+                     NumItem(run.get("epochs"), str(run.get("epochs") or len(run["history"]))),
+                     QTableWidgetItem(run["path"])]
+            cells[0].setData(Qt.ItemDataRole.UserRole, r)
+            for c, item in enumerate(cells):
+                self.table.setItem(r, c, item)
+        self.table.setSortingEnabled(True)
+
+    def selected_runs(self) -> list[dict]:
+        rows = sorted({i.row() for i in self.table.selectedItems()})
+        return [self.runs[self.table.item(r, 0).data(Qt.ItemDataRole.UserRole)] for r in rows]
+
+    def _plot_selected(self) -> None:
+        self.plot.clear()
+        if self.plot.plotItem.legend is not None:
+            self.plot.plotItem.legend.clear()
+        key = self.curve_metric.currentText()
+        for i, run in enumerate(self.selected_runs()):
+            pts = [(h.get("epoch", j) + 1, h[key]) for j, h in enumerate(run["history"])
+                   if isinstance(h.get(key), (int, float))]
+            if pts:
+                x, y = np.array(pts, float).T
+                c = pg.intColor(i, hues=8)
+                self.plot.plot(x, y, name=run["run"], pen=pg.mkPen(c, width=2), symbol="o", symbolSize=5,
+                               symbolBrush=c)
+        self.plot.setLabel("left", key)
+
+    def _load_selected(self) -> None:
+        runs = self.selected_runs()
+        if runs:
+            ck = run_checkpoint(runs[0]["path"])
+            if ck:
+                self.load_student.emit(ck)

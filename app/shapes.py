@@ -1,0 +1,206 @@
+"""Loading 3D files for the viewer and the models, off the GUI thread (no Qt here).
+
+Thread: every function runs in a worker thread; results are plain numpy containers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "assets" / "samples"
+MAX_DISPLAY_POINTS = 80_000  # the view shows at most this many points: Open3D holds the GIL while it renders
+
+
+@dataclass
+class Shape:
+    """What the viewer and the comparison need from one file."""
+
+    path: str
+    kind: str  # 'mesh' | 'points'
+    xyz: np.ndarray  # (N, 3) display points (subsampled to MAX_DISPLAY_POINTS)
+    colors: np.ndarray | None
+    normals: np.ndarray | None
+    mesh_vertices: np.ndarray | None
+    mesh_faces: np.ndarray | None
+    full_xyz: np.ndarray  # every point the loader produced (model input is prepared from these)
+    original_points: int = 0
+    original_faces: int = 0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+def supported_formats() -> dict[str, list[str]]:
+    """Kind label -> extensions, for the open dialog."""
+    try:
+        from core.data.io import SUPPORTED_FORMATS
+
+        return dict(SUPPORTED_FORMATS)
+    except ImportError:
+        return {"Point clouds": [".npy", ".ply", ".pcd", ".xyz", ".pts"], "Meshes": [".obj", ".off", ".stl", ".ply"]}
+
+
+def dialog_filters() -> list[str]:
+    """Qt name filters: one line for all supported files, then one per kind."""
+    fmts = supported_formats()
+    pat = lambda exts: " ".join(f"*{e if e.startswith('.') else '.' + e}" for e in exts)  # noqa: E731
+    every = sorted({e for exts in fmts.values() for e in exts})
+    return [f"All 3D files ({pat(every)})"] + [f"{k} ({pat(v)})" for k, v in fmts.items()] + ["All files (*)"]
+
+
+def _load_cloud(path: str, num_samples: int):
+    try:
+        from core.data.io import load_point_cloud
+    except ImportError:  # core.data.io not available yet: a minimal reader for .npy / Open3D formats
+        return _fallback_load(path, num_samples)
+    return load_point_cloud(path, num_samples=num_samples)
+
+
+def _fallback_load(path: str, num_samples: int):
+    from types import SimpleNamespace
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    if p.suffix.lower() == ".npy":
+        a = np.load(p)
+        if a.ndim != 2 or a.shape[1] < 3:
+            raise ValueError(f"{path}: expected an (N, 3) array, got {a.shape}")
+        xyz = a[:, :3].astype(np.float32)
+        return SimpleNamespace(xyz=xyz, normals=None, colors=None, path=str(p), format="npy", kind="points",
+                               original_points=len(xyz), original_faces=0, mesh_vertices=None, mesh_faces=None)
+    import open3d as o3d
+
+    mesh = o3d.io.read_triangle_mesh(str(p)) if p.suffix.lower() in (".obj", ".off", ".stl", ".ply") else None
+    if mesh is not None and len(mesh.triangles) > 0:
+        pc = mesh.sample_points_uniformly(num_samples)
+        return SimpleNamespace(xyz=np.asarray(pc.points, np.float32), normals=None, colors=None, path=str(p),
+                               format=p.suffix[1:], kind="mesh", original_points=len(mesh.vertices),
+                               original_faces=len(mesh.triangles),
+                               mesh_vertices=np.asarray(mesh.vertices, np.float32),
+                               mesh_faces=np.asarray(mesh.triangles, np.int32))
+    pc = o3d.io.read_point_cloud(str(p))
+    if len(pc.points) == 0:
+        raise ValueError(f"{path}: no points could be read")
+    colors = np.asarray(pc.colors, np.float32) if pc.has_colors() else None
+    return SimpleNamespace(xyz=np.asarray(pc.points, np.float32), normals=None, colors=colors, path=str(p),
+                           format=p.suffix[1:], kind="points", original_points=len(pc.points), original_faces=0,
+                           mesh_vertices=None, mesh_faces=None)
+
+
+def load_shape(path: str | Path, progress: Callable[[str, int, int], None] | None = None,
+               num_samples: int = 20000) -> Shape:
+    """Read a file and subsample it for display. Raises T3DError/ValueError with a one-line message."""
+    report = progress or (lambda *a: None)
+    report("reading", 0, 3)
+    cloud = _load_cloud(str(path), num_samples)
+    report("preparing view", 1, 3)
+    xyz = np.asarray(cloud.xyz, np.float32)
+    if xyz.ndim != 2 or len(xyz) == 0:
+        raise ValueError(f"{path}: no points")
+    finite = np.isfinite(xyz).all(1)
+    colors = getattr(cloud, "colors", None)
+    normals = getattr(cloud, "normals", None)
+    if not finite.all():
+        xyz = xyz[finite]
+        colors = colors[finite] if colors is not None else None
+        normals = normals[finite] if normals is not None else None
+    full = xyz
+    if len(xyz) > MAX_DISPLAY_POINTS:
+        idx = np.random.default_rng(0).choice(len(xyz), MAX_DISPLAY_POINTS, replace=False)
+        xyz = xyz[idx]
+        colors = colors[idx] if colors is not None else None
+        normals = normals[idx] if normals is not None else None
+    report("done", 3, 3)
+    return Shape(path=str(cloud.path if getattr(cloud, "path", None) else path), kind=getattr(cloud, "kind", "points"),
+                 xyz=xyz, colors=None if colors is None else np.asarray(colors, np.float32),
+                 normals=None if normals is None else np.asarray(normals, np.float32),
+                 mesh_vertices=getattr(cloud, "mesh_vertices", None), mesh_faces=getattr(cloud, "mesh_faces", None),
+                 full_xyz=full, original_points=int(getattr(cloud, "original_points", len(full)) or len(full)),
+                 original_faces=int(getattr(cloud, "original_faces", 0) or 0),
+                 info={"format": getattr(cloud, "format", Path(path).suffix[1:])})
+
+
+@dataclass
+class Perturbation:
+    """Robustness controls applied to the model input (not to the displayed shape)."""
+
+    num_points: int = 1024
+    dropout: float = 0.0  # fraction of the prepared points removed (then refilled by repetition)
+    noise: float = 0.0  # Gaussian jitter sigma, in unit-sphere units
+    rotation_deg: float = 0.0  # about the up (z) axis
+
+    def is_identity(self) -> bool:
+        return self.dropout == 0 and self.noise == 0 and self.rotation_deg == 0
+
+
+def prepare_model_points(xyz: np.ndarray, pert: Perturbation, seed: int = 0) -> np.ndarray:
+    """The exact (num_points, 3) cloud both models see: core's preparation, then the perturbation."""
+    pts = _prepare(xyz, pert.num_points)
+    rng = np.random.default_rng(seed)
+    if pert.dropout > 0:
+        keep = rng.random(len(pts)) >= pert.dropout
+        keep[0] = True
+        kept = pts[keep]
+        pts = kept[np.resize(np.arange(len(kept)), len(pts))]  # refill by repetition: the count stays fixed
+    if pert.noise > 0:
+        pts = pts + rng.normal(0, pert.noise, pts.shape).astype(np.float32)
+    if pert.rotation_deg:
+        a = np.deg2rad(pert.rotation_deg)
+        c, s = np.cos(a), np.sin(a)
+        pts = pts @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float32).T
+    return np.ascontiguousarray(pts, np.float32)
+
+
+def _prepare(xyz: np.ndarray, n: int) -> np.ndarray:
+    try:
+        from core.data.preprocess import prepare_points
+    except ImportError:  # core.data.preprocess not available yet: random subset into the unit sphere
+        rng = np.random.default_rng(0)
+        idx = rng.choice(len(xyz), n, replace=len(xyz) < n)
+        p = xyz[idx] - xyz[idx].mean(0)
+        return (p / max(np.linalg.norm(p, axis=1).max(), 1e-9)).astype(np.float32)
+    return prepare_points(xyz, num_points=n)
+
+
+def to_display_frame(model_pts: np.ndarray, display_xyz: np.ndarray) -> np.ndarray:
+    """Map prepared (unit-sphere) points back onto the displayed shape by matching bounding boxes.
+
+    Farthest-point sampling keeps the extreme points, so both boxes nearly coincide.
+    """
+    lo, hi = display_xyz.min(0), display_xyz.max(0)
+    mlo, mhi = model_pts.min(0), model_pts.max(0)
+    s = float((hi - lo).max() / max((mhi - mlo).max(), 1e-9))
+    return ((model_pts - (mlo + mhi) / 2) * s + (lo + hi) / 2).astype(np.float32)
+
+
+def list_samples() -> list[Path]:
+    """Bundled sample shapes (assets/samples/<class>.npy), sorted by class name."""
+    return sorted(SAMPLES.glob("*.npy")) if SAMPLES.is_dir() else []
+
+
+def thumbnail_pixels(xyz: np.ndarray, size: int = 96) -> np.ndarray:
+    """A cheap grey-scale (size, size) uint8 projection of a cloud for the gallery (no OpenGL)."""
+    p = xyz[:: max(1, len(xyz) // 4000)].astype(np.float32)
+    p = p - p.mean(0)
+    a = np.deg2rad(35.0)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a) * 0.5, np.cos(a) * 0.5, 0.866], [0, 0, 1]], np.float32)
+    q = p @ rot.T
+    u, v, depth = q[:, 0], -q[:, 2] * 1.0 + q[:, 1] * 0.0, q[:, 1]
+    m = max(np.abs(u).max(), np.abs(v).max(), 1e-9)
+    px = ((u / m) * 0.45 * size + size / 2).astype(int).clip(0, size - 1)
+    py = ((v / m) * 0.45 * size + size / 2).astype(int).clip(0, size - 1)
+    shade = (200 - 120 * (depth - depth.min()) / max(np.ptp(depth), 1e-9)).astype(np.uint8)
+    img = np.full((size, size), 255, np.uint8)
+    order = np.argsort(-depth)
+    for dy in (0, 1):  # 2x2 dots: a 1024-point sample stays readable at thumbnail size
+        for dx in (0, 1):
+            img[(py[order] + dy).clip(0, size - 1), (px[order] + dx).clip(0, size - 1)] = shade[order]
+    return img

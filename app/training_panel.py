@@ -1,0 +1,508 @@
+"""Training panel: engine jobs as child processes (QProcess) streaming JSON events, live curves.
+
+A job runs ``python main.py <job> ... --events json``; its stdout carries one JSON event per line,
+its stderr a log. A crash in a job cannot take the GUI down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, QTimer, Signal
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
+                               QSizePolicy, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
+
+ROOT = Path(__file__).resolve().parents[1]
+JOBS = {
+    "compress": "The whole T3DNet pipeline: NetAug, then distillation from the teacher",
+    "train": "Train a model from scratch (a teacher, or the scratch baseline)",
+    "netaug": "Stage 1: the tiny model trained inside its augmentable supernet",
+    "distill": "Stage 2: a student learns from a frozen teacher",
+    "kd": "Baseline: knowledge distillation alone",
+    "e2e": "Variant: NetAug and distillation in one stage",
+    "fitnet": "Baseline: feature-level distillation (FitNet)",
+    "dml": "Baseline: deep mutual learning of two tiny models",
+}
+NEEDS_TEACHER = {"compress", "distill", "kd", "e2e", "fitnet"}
+MODELS = ("pointnet2_ssg", "pointnet2_msg", "pointnet", "dgcnn")
+NOT_SCALARS = {"epoch", "step", "global_step", "total_steps", "elapsed", "time", "epochs", "index", "of",
+               "epoch_time", "start_epoch", "steps_per_epoch", "world_size", "params", "macs"}
+EXIT_CANCELLED = 130
+EXIT_BAD_INPUT = 2
+
+
+def plot_group(name: str) -> str:
+    """Which plot a scalar belongs to, from its name."""
+    n = name.lower()
+    if n == "lr" or n.endswith("_lr"):
+        return "learning rate"
+    if "loss" in n:
+        return "loss"
+    if "acc" in n or n.endswith("oa") or "macc" in n:
+        return "accuracy"
+    return "other"
+
+
+class CurveBuffer:
+    """Growing arrays of (x, y) per scalar name; the GUI redraws them on a timer.
+
+    Thread: GUI thread (events arrive through QProcess signals).
+    """
+
+    def __init__(self) -> None:
+        self.xs: dict[str, list[float]] = {}
+        self.ys: dict[str, list[float]] = {}
+        self.dirty = False
+
+    def add(self, name: str, x: float, y: float) -> None:
+        self.xs.setdefault(name, []).append(float(x))
+        self.ys.setdefault(name, []).append(float(y))
+        self.dirty = True
+
+    def clear(self) -> None:
+        self.xs.clear()
+        self.ys.clear()
+        self.dirty = True
+
+    def count(self, name: str) -> int:
+        return len(self.xs.get(name, []))
+
+
+class JobProcess(QObject):
+    """One engine job in a child process; parses its JSON-line events.
+
+    Thread: GUI thread (QProcess delivers its signals there).
+    """
+
+    event = Signal(dict)
+    log = Signal(str)
+    done = Signal(int, str)  # exit code, a plain-words outcome
+
+    def __init__(self, args: list[str], run_dir: str, parent=None) -> None:
+        super().__init__(parent)
+        self.args, self.run_dir = args, run_dir
+        self.proc = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        self.proc.setProcessEnvironment(env)
+        self.proc.setWorkingDirectory(str(ROOT))
+        self.proc.readyReadStandardOutput.connect(self._read_stdout)
+        self.proc.readyReadStandardError.connect(self._read_stderr)
+        self.proc.finished.connect(self._finished)
+        self.proc.errorOccurred.connect(self._error)
+        self._out = b""
+        self._err = b""
+        self.last_error = ""
+        self.stderr_tail: list[str] = []
+        self.cancel_requested = False
+        self.finished_flag = False
+        self.ended = None
+
+    @property
+    def command_line(self) -> str:
+        return " ".join([Path(sys.executable).name, "main.py", *self.args])
+
+    def start(self) -> None:
+        self.log.emit(f"$ {self.command_line}")
+        # A lower CPU priority keeps the GUI (and its 3D view) responsive on a machine with few cores;
+        # `nice` execs the job, so the QProcess pid is the job itself and SIGTERM reaches it.
+        nice = shutil.which("nice")
+        if nice:
+            self.proc.start(nice, ["-n", "10", sys.executable, "main.py", *self.args])
+        else:
+            self.proc.start(sys.executable, ["main.py", *self.args])
+
+    def cancel(self) -> None:
+        """SIGTERM: the job saves a resumable checkpoint and exits with code 130."""
+        if self.proc.state() != QProcess.ProcessState.NotRunning:
+            self.cancel_requested = True
+            self.log.emit("Cancelling: the job saves a resumable checkpoint…")
+            self.proc.terminate()
+
+    def kill(self) -> None:
+        if self.proc.state() != QProcess.ProcessState.NotRunning:
+            self.proc.kill()
+            self.proc.waitForFinished(3000)
+
+    def running(self) -> bool:
+        return self.proc.state() != QProcess.ProcessState.NotRunning
+
+    def _read_stdout(self) -> None:
+        self._out += bytes(self.proc.readAllStandardOutput())
+        *lines, self._out = self._out.split(b"\n")
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                self.log.emit(line.decode("utf-8", "replace"))
+                continue
+            if isinstance(ev, dict):
+                if ev.get("type") == "error":
+                    self.last_error = str(ev.get("message", ""))
+                if ev.get("type") in ("end", "cancelled"):
+                    self.ended = ev
+                self.event.emit(ev)
+
+    def _read_stderr(self) -> None:
+        self._err += bytes(self.proc.readAllStandardError())
+        parts = self._err.replace(b"\r", b"\n").split(b"\n")
+        *lines, self._err = parts
+        for line in lines:
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                self.stderr_tail = (self.stderr_tail + [text])[-20:]
+                if "it/s" not in text and "step/s" not in text and "s/step" not in text:  # skip progress-bar redraws
+                    self.log.emit(text)
+
+    def _error(self, err) -> None:
+        if err == QProcess.ProcessError.FailedToStart:
+            self.finished_flag = True
+            self.done.emit(-1, f"Could not start the job: {self.proc.errorString()}")
+
+    def _finished(self, code: int, status) -> None:
+        if self.finished_flag:
+            return
+        self.finished_flag = True
+        self._read_stdout()
+        if code == 0 and status == QProcess.ExitStatus.NormalExit:
+            outcome = "Finished" + (f": OA {self.ended['oa'] * 100:.1f}%" if self.ended and
+                                    isinstance(self.ended.get("oa"), (int, float)) else "")
+        elif code == EXIT_CANCELLED or (self.cancel_requested and status == QProcess.ExitStatus.NormalExit):
+            outcome = f"Cancelled; a resumable checkpoint is in {self.run_dir} (use Resume)"
+        elif code == EXIT_BAD_INPUT:
+            outcome = "The job refused its input: " + (self.last_error or (self.stderr_tail[-1] if self.stderr_tail else "?"))
+        elif status == QProcess.ExitStatus.CrashExit:
+            outcome = "The job crashed" + (f": {self.stderr_tail[-1]}" if self.stderr_tail else "")
+        else:
+            outcome = f"The job failed (exit code {code})" + (
+                f": {self.last_error}" if self.last_error else (f": {self.stderr_tail[-1]}" if self.stderr_tail else ""))
+        self.done.emit(code, outcome)
+
+
+class TrainingPanel(QWidget):
+    """Job form, queue, live curves, progress with ETA and the job's log.
+
+    Thread: GUI thread. Curves are redrawn by one QTimer (at most ~30 times per second) from the
+    buffered arrays, never per event.
+    """
+
+    job_started = Signal(str)
+    job_finished = Signal(str, int, str)  # run dir, exit code, outcome
+    event_received = Signal(dict)
+
+    def __init__(self, settings, parent=None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.queue: list[tuple[list[str], str]] = []
+        self.job: JobProcess | None = None
+        self.curves = CurveBuffer()
+        self.items: dict[str, pg.PlotDataItem] = {}
+        self.plots: dict[str, pg.PlotItem] = {}
+        self.outcome = ""
+        self.redraws = 0
+        self._stage_offset = 0
+        self._last_total = 0
+
+        form_box = QGroupBox("New job")
+        form = QFormLayout(form_box)
+        self.job_kind = QComboBox()
+        for k, tip in JOBS.items():
+            self.job_kind.addItem(k)
+            self.job_kind.setItemData(self.job_kind.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.job_kind.setToolTip("Which engine job to run (hover an entry for what it does)")
+        self.job_kind.currentTextChanged.connect(self._job_changed)
+        self.model = QComboBox()
+        self.model.addItems(MODELS)
+        self.model.setToolTip("Registered model architecture (for compress: the student's)")
+        self.width_spin = QDoubleSpinBox(minimum=0, maximum=2, singleStep=0.125, decimals=3, value=0)
+        self.width_spin.setSpecialValueText("default")
+        self.width_spin.setToolTip("Width multiplier of the model (default: 1 for train, 0.125 for students)")
+        self.data = self._path_row(settings.data_dir, "Dataset folder (class/split/*.npy), e.g. ModelNet40", folder=True)
+        self.teacher = self._path_row(str(ROOT / "assets" / "models" / "teacher.pt"),
+                                      "Teacher checkpoint for distillation jobs", folder=False)
+        self.preset = QComboBox()
+        self.preset.addItems(["smoke", "cpu", "paper"])
+        self.preset.setCurrentText("cpu")
+        self.preset.setToolTip("smoke: seconds, to check the pipeline · cpu: a budget for this machine · paper: the paper's schedule")
+        self.epochs = self._spin(0, 1000, "Epochs (0: the preset's)")
+        self.batch = self._spin(0, 1024, "Batch size (0: the preset's)")
+        self.lr = QDoubleSpinBox(minimum=0, maximum=1, decimals=5, singleStep=0.0005, value=0)
+        self.lr.setSpecialValueText("preset")
+        self.lr.setToolTip("Peak learning rate (0: the preset's)")
+        self.limit_train = self._spin(0, 100000, "Use only this many training shapes (0: all)")
+        self.limit_test = self._spin(0, 100000, "Use only this many test shapes (0: all)")
+        self.out = QLineEdit()
+        self.out.setPlaceholderText("automatic: runs/<job>_<date-time>")
+        self.out.setToolTip("Run directory (created; a cancelled job can be resumed from it)")
+        form.addRow("Job", self.job_kind)
+        form.addRow("Model", self.model)
+        form.addRow("Width", self.width_spin)
+        form.addRow("Dataset", self.data[0])
+        form.addRow("Teacher", self.teacher[0])
+        form.addRow("Preset", self.preset)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Limit train", self.limit_train)
+        form.addRow("Limit test", self.limit_test)
+        form.addRow("Run dir", self.out)
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start / queue")
+        self.start_button.setToolTip("Start now, or queue behind the running job")
+        self.start_button.clicked.connect(self.submit_from_form)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running job; it saves a resumable checkpoint")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.resume_button = QPushButton("Resume…")
+        self.resume_button.setToolTip("Continue a run directory where it stopped")
+        self.resume_button.clicked.connect(self._choose_resume)
+        for b in (self.start_button, self.cancel_button, self.resume_button):
+            buttons.addWidget(b)
+        form.addRow(buttons)
+        self.queue_list = QListWidget()
+        self.queue_list.setMaximumHeight(90)
+        self.queue_list.setToolTip("Jobs waiting to run, in order")
+        form.addRow("Queue", self.queue_list)
+
+        self.status = QLabel("No job running.")
+        self.status.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%p%")
+        pg.setConfigOptions(antialias=False)
+        self.graphs = pg.GraphicsLayoutWidget()
+        for i, name in enumerate(("loss", "accuracy", "learning rate", "other")):
+            p = self.graphs.addPlot(row=i // 2, col=i % 2, title=name)
+            p.showGrid(x=True, y=True, alpha=0.3)
+            p.addLegend(offset=(-5, 5))
+            p.setLabel("bottom", "step")
+            p.setClipToView(True)
+            p.setDownsampling(auto=True, mode="peak")
+            self.plots[name] = p
+        self.log_view = QPlainTextEdit(readOnly=True)
+        self.log_view.setMaximumBlockCount(3000)
+        right = QSplitter(Qt.Orientation.Vertical)
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addWidget(self.status)
+        tl.addWidget(self.progress)
+        tl.addWidget(self.graphs, 1)
+        right.addWidget(top)
+        right.addWidget(self.log_view)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 1)
+        lay = QHBoxLayout(self)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        form_box.setMaximumWidth(420)
+        split.addWidget(form_box)
+        split.addWidget(right)
+        split.setStretchFactor(1, 1)
+        lay.addWidget(split)
+        self.timer = QTimer(self, interval=33)  # one redraw timer: <= ~30 redraws/s from buffered arrays
+        self.timer.timeout.connect(self._redraw)
+        self.timer.start()
+        self._job_changed(self.job_kind.currentText())
+        self._update_buttons()
+
+    # --- form helpers ---------------------------------------------------------------------------
+    def _spin(self, lo, hi, tip) -> QSpinBox:
+        s = QSpinBox(minimum=lo, maximum=hi)
+        s.setSpecialValueText("default" if lo == 0 else "")
+        s.setToolTip(tip)
+        return s
+
+    def _path_row(self, value: str, tip: str, folder: bool):
+        w = QWidget()
+        h = QHBoxLayout(w)
+        h.setContentsMargins(0, 0, 0, 0)
+        w.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        e = QLineEdit(value)
+        e.setToolTip(tip)
+        b = QToolButton(text="…")
+
+        def browse():
+            if folder:
+                p = QFileDialog.getExistingDirectory(self, tip, e.text())
+            else:
+                p, _ = QFileDialog.getOpenFileName(self, tip, e.text(), "Checkpoints (*.pt);;All files (*)")
+            if p:
+                e.setText(p)
+
+        b.clicked.connect(browse)
+        h.addWidget(e, 1)
+        h.addWidget(b)
+        return w, e
+
+    def _job_changed(self, kind: str) -> None:
+        self.teacher[0].setEnabled(kind in NEEDS_TEACHER)
+
+    def set_dark(self, dark: bool) -> None:
+        self.graphs.setBackground("#1f2126" if dark else "w")
+
+    def form_args(self) -> tuple[list[str], str]:
+        """The command-line arguments of the job described by the form, and its run directory."""
+        kind = self.job_kind.currentText()
+        out = self.out.text().strip() or str(Path(self.settings.runs_dir) / f"{kind}_{time.strftime('%Y%m%d-%H%M%S')}")
+        args = [kind, "--data", self.data[1].text().strip(), "--preset", self.preset.currentText(), "--out", out]
+        args += ["--model", self.model.currentText()]
+        if self.width_spin.value() > 0:
+            args += ["--width", f"{self.width_spin.value():g}"]
+        if kind in NEEDS_TEACHER:
+            args += ["--teacher", self.teacher[1].text().strip()]
+        for flag, w in (("--epochs", self.epochs), ("--batch-size", self.batch), ("--limit-train", self.limit_train),
+                        ("--limit-test", self.limit_test)):
+            if w.value() > 0:
+                args += [flag, str(w.value())]
+        if self.lr.value() > 0:
+            args += ["--lr", f"{self.lr.value():g}"]
+        return args + ["--events", "json"], out
+
+    # --- queue --------------------------------------------------------------------------------
+    def submit_from_form(self) -> None:
+        args, out = self.form_args()
+        self.out.clear()
+        self.submit(args, out)
+
+    def submit(self, args: list[str], run_dir: str) -> None:
+        """Start the job now, or queue it behind the running one."""
+        self.queue.append((args, run_dir))
+        self._refresh_queue()
+        if self.job is None:
+            self._start_next()
+
+    def resume(self, run_dir: str) -> None:
+        self.submit(["resume", run_dir, "--events", "json"], run_dir)
+
+    def _choose_resume(self) -> None:
+        p = QFileDialog.getExistingDirectory(self, "Resume a run directory", self.settings.runs_dir)
+        if p:
+            self.resume(p)
+
+    def _refresh_queue(self) -> None:
+        self.queue_list.clear()
+        for args, out in self.queue:
+            self.queue_list.addItem(QListWidgetItem(f"{args[0]} → {out}"))
+
+    def _start_next(self) -> None:
+        if not self.queue:
+            self._update_buttons()
+            return
+        args, out = self.queue.pop(0)
+        self._refresh_queue()
+        self.curves.clear()
+        for p in self.plots.values():
+            p.clear()
+            if p.legend is not None:
+                p.legend.clear()
+        self.items.clear()
+        self._stage_offset = 0
+        self._last_total = 0
+        self._t0 = time.monotonic()
+        self.progress.setRange(0, 0)
+        self.job = JobProcess(args, out, self)
+        self.job.event.connect(self._on_event)
+        self.job.log.connect(self.log_view.appendPlainText)
+        self.job.done.connect(self._on_done)
+        self.status.setText(f"Running {args[0]} → {out}")
+        self.job.start()
+        self.job_started.emit(out)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        self.cancel_button.setEnabled(self.job is not None)
+
+    def has_running_job(self) -> bool:
+        return self.job is not None and self.job.running()
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    def stop_all(self) -> None:
+        """Closing the app: drop the queue, ask the running job to stop (resumable), then wait briefly."""
+        self.queue.clear()
+        if self.job is not None and self.job.running():
+            self.job.cancel()
+            if not self.job.proc.waitForFinished(15000):
+                self.job.kill()
+
+    # --- events ---------------------------------------------------------------------------------
+    def _on_event(self, ev: dict) -> None:
+        kind = ev.get("type")
+        if kind == "step":
+            total = ev.get("total_steps") or 0
+            done = ev.get("global_step") or 0
+            if total and total != self._last_total and done <= 1 and self._last_total:
+                self._stage_offset += self._last_total  # a new stage restarts its step count
+            self._last_total = total
+            x = self._stage_offset + done
+            for k, v in ev.items():
+                if k not in NOT_SCALARS and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.curves.add(k, x, v)
+            if total:
+                self.progress.setRange(0, total)
+                self.progress.setValue(done)
+                el = ev.get("elapsed")
+                eta = ""
+                if isinstance(el, (int, float)) and done > 0 and done < total:
+                    rem = el / done * (total - done)
+                    eta = f" · ETA {int(rem // 60)}:{int(rem % 60):02d}"
+                stage = ev.get("stage", "")
+                self.progress.setFormat(f"{stage} %v/%m steps (%p%){eta}")
+        elif kind == "epoch":
+            x = self._stage_offset + (self._last_total or 0) * (ev.get("epoch", 0) + 1) / max(ev.get("epochs", 1), 1)
+            for k in ("val_oa", "val_macc", "train_loss"):
+                if isinstance(ev.get(k), (int, float)):
+                    self.curves.add(k, x, ev[k])
+            oa = ev.get("val_oa")
+            self.log_view.appendPlainText(
+                f"epoch {ev.get('epoch', 0) + 1}/{ev.get('epochs', '?')}"
+                + (f": val OA {oa * 100:.1f}%" if isinstance(oa, (int, float)) else ""))
+        elif kind == "stage":
+            self.status.setText(f"Stage {ev.get('index', 0) + 1}/{ev.get('of', '?')}: {ev.get('stage')}")
+        elif kind == "progress":
+            self.status.setText(f"{ev.get('what', 'working')}: {ev.get('done')}/{ev.get('total')}")
+        elif kind == "error":
+            self.log_view.appendPlainText(f"ERROR: {ev.get('message')}")
+        self.event_received.emit(ev)
+
+    def _on_done(self, code: int, outcome: str) -> None:
+        job = self.job
+        self.outcome = outcome
+        self.status.setText(outcome)
+        self.log_view.appendPlainText(outcome)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if code == 0 else 0)
+        self.progress.setFormat("done" if code == 0 else "stopped")
+        self.job = None
+        self._update_buttons()
+        self._redraw()
+        self.job_finished.emit(job.run_dir if job else "", code, outcome)
+        QTimer.singleShot(0, self._start_next)
+
+    def _redraw(self) -> None:
+        if not self.curves.dirty:
+            return
+        self.curves.dirty = False
+        self.redraws += 1
+        for name in self.curves.xs:
+            item = self.items.get(name)
+            if item is None:
+                plot = self.plots[plot_group(name)]
+                color = pg.intColor(len(self.items), hues=9)
+                sym = "o" if name.startswith("val_") else None
+                item = plot.plot(name=name, pen=pg.mkPen(color, width=2), symbol=sym, symbolSize=6,
+                                 symbolBrush=color)
+                self.items[name] = item
+            item.setData(np.asarray(self.curves.xs[name]), np.asarray(self.curves.ys[name]))

@@ -1,0 +1,220 @@
+"""pytest-qt tests of the desktop app (offscreen): what a user relies on, each with a timeout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+from PySide6.QtCore import QSettings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SCANS = ROOT.parent / "shared" / "data" / "scans"
+SCAN_FILES = sorted(p for p in SCANS.glob("*") if p.suffix.lower() in (".ply", ".pcd", ".obj", ".off", ".stl", ".xyz"))
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory, modelnet40):
+    """A small untrained teacher and student over the ModelNet40 classes (PointNet: fast on CPU)."""
+    import torch
+
+    from core.engine.checkpoint import save_model
+    from core.models import create_model
+
+    names = sorted(p.name for p in modelnet40.iterdir() if p.is_dir())
+    d = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    save_model(d / "teacher.pt", create_model("pointnet", num_classes=len(names), width=0.25), names)
+    torch.manual_seed(1)
+    save_model(d / "student.pt", create_model("pointnet", num_classes=len(names), width=0.125), names)
+    return d / "teacher.pt", d / "student.pt"
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path):
+    """Each test writes QSettings into its own folder, never the user's profile."""
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    yield
+
+
+@pytest.fixture
+def window(qtbot, checkpoints, tmp_path):
+    from app.main_window import MainWindow
+    from app.settings import Settings
+
+    s = Settings()
+    s.runs_dir = str(tmp_path / "runs")
+    w = MainWindow(settings=s, teacher=str(checkpoints[0]), student=str(checkpoints[1]))
+    w.quiet_errors = True
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.compare.comparison is not None, timeout=60000)
+    yield w
+    w.shutdown()
+
+
+def _open_and_predict(qtbot, w, path: Path) -> dict:
+    with qtbot.waitSignal(w.compare.predicted, timeout=60000) as blocker:
+        w.open_path(str(path))
+    return blocker.args[0]
+
+
+@pytest.mark.timeout(150)
+def test_every_sample_and_scan_gets_both_predictions(qtbot, window):
+    from app.shapes import list_samples
+
+    files = list_samples() + SCAN_FILES
+    if not files:
+        pytest.skip("no samples and no scans")
+    for path in files:
+        res = _open_and_predict(qtbot, window, path)
+        assert res["shape_path"] == window.shape.path
+        for role in ("teacher", "student"):
+            top = res[role]["top"]
+            assert len(top) == 5 and 0 <= top[0]["prob"] <= 1 and top[0]["class"] in window.compare.comparison.class_names
+            assert res[role]["latency_ms"] > 0
+        # what the user sees: both columns show the top class, the banner says agree/disagree
+        assert window.compare.columns["teacher"].top1.text().startswith(res["teacher"]["top"][0]["class"])
+        assert window.compare.columns["student"].top1.text().startswith(res["student"]["top"][0]["class"])
+        assert ("Both say" in window.compare.banner.text()) == res["agree"]
+    # the 3D view rendered frames and the exact model input is overlaid
+    qtbot.waitUntil(lambda: window.viewer.current_image() is not None, timeout=20000)
+    assert window.viewer.overlay is not None and len(window.viewer.overlay) == 1024
+
+
+@pytest.mark.timeout(60)
+def test_corrupt_file_shows_error_and_app_keeps_working(qtbot, window, tmp_path):
+    bad = tmp_path / "broken.ply"
+    bad.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 99999\n\x00\x01garbage")
+    with qtbot.waitSignal(window.load_failed, timeout=30000) as blocker:
+        window.open_path(str(bad))
+    msg = blocker.args[0]
+    assert "broken.ply" in msg and "\n" not in msg
+    assert "broken.ply" in window.statusBar().currentMessage()
+    ok = tmp_path / "ok.npy"
+    np.save(ok, np.random.default_rng(0).normal(size=(2000, 3)).astype(np.float32))
+    res = _open_and_predict(qtbot, window, ok)
+    assert res["teacher"]["top"] and res["student"]["top"]
+
+
+@pytest.mark.timeout(60)
+def test_robustness_controls_rerun_both_models(qtbot, window):
+    from app.shapes import list_samples
+
+    samples = list_samples() or SCAN_FILES
+    first = _open_and_predict(qtbot, window, samples[0])
+    with qtbot.waitSignal(window.compare.predicted, timeout=30000) as blocker:
+        window.compare.rotation.setValue(90)
+        window.compare.noise.setValue(20)
+        window.compare.points.setValue(512)
+    res = blocker.args[0]
+    assert res["points"].shape == (512, 3)
+    assert not np.allclose(res["teacher"]["probs"], first["teacher"]["probs"])
+
+
+@pytest.mark.timeout(60)
+def test_missing_or_bad_checkpoints_give_a_clear_message(qtbot, tmp_path):
+    from app.main_window import MainWindow
+
+    w = MainWindow(teacher=str(tmp_path / "nope.pt"), student=str(tmp_path / "nope2.pt"))
+    w.quiet_errors = True
+    qtbot.addWidget(w)
+    qtbot.waitUntil(lambda: "not found" in w.compare.status.text(), timeout=10000)
+    assert w.compare.comparison is None
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with qtbot.waitSignal(w.compare.message, timeout=30000) as blocker:
+        w.compare.load_checkpoint("student", str(corrupt))
+    assert "corrupt.pt" in blocker.args[0] and "\n" not in blocker.args[0]
+    w.shutdown()
+
+
+def _smoke_args(modelnet40, out, epochs=1):
+    return ["train", "--model", "pointnet", "--width", "0.125", "--data", str(modelnet40), "--preset", "smoke",
+            "--out", str(out), "--limit-train", "16", "--limit-test", "8", "--epochs", str(epochs),
+            "--batch-size", "8", "--events", "json"]
+
+
+@pytest.fixture
+def training(qtbot, tmp_path):
+    from app.settings import Settings
+    from app.training_panel import TrainingPanel
+
+    s = Settings()
+    s.runs_dir = str(tmp_path)
+    p = TrainingPanel(s)
+    qtbot.addWidget(p)
+    p.show()
+    yield p
+    p.stop_all()
+
+
+@pytest.mark.timeout(150)
+def test_smoke_job_runs_from_the_panel_and_curves_fill(qtbot, training, modelnet40, tmp_path):
+    out = tmp_path / "run1"
+    with qtbot.waitSignal(training.job_finished, timeout=140000) as blocker:
+        training.submit(_smoke_args(modelnet40, out), str(out))
+    run_dir, code, outcome = blocker.args
+    assert code == 0, outcome
+    assert outcome.startswith("Finished")
+    assert training.curves.count("loss") >= 1 and training.curves.count("val_oa") >= 1
+    assert training.redraws >= 1 and "loss" in training.items
+    assert len(training.items["loss"].getData()[0]) == training.curves.count("loss")
+    assert (out / "report.json").is_file()
+    # the Runs view lists it and offers its checkpoint to the comparison
+    from app.runs_panel import RunsPanel
+
+    runs = RunsPanel(training.settings)
+    qtbot.addWidget(runs)
+    assert any(r["path"] == str(out) and r.get("oa") is not None for r in runs.runs)
+    runs.table.selectRow(0)
+    with qtbot.waitSignal(runs.load_student, timeout=1000) as b2:
+        runs._load_selected()
+    assert Path(b2.args[0]).parent == out
+
+
+@pytest.mark.timeout(150)
+def test_cancel_leaves_a_resumable_run(qtbot, training, modelnet40, tmp_path):
+    out = tmp_path / "run2"
+    with qtbot.waitSignal(training.event_received, timeout=120000,
+                          check_params_cb=lambda ev: ev.get("type") == "step"):
+        training.submit(_smoke_args(modelnet40, out, epochs=50), str(out))
+    with qtbot.waitSignal(training.job_finished, timeout=60000) as blocker:
+        training.cancel()
+    _, code, outcome = blocker.args
+    assert code == 130 and "Cancelled" in outcome and "resum" in outcome.lower()
+    assert (out / "last.pt").is_file()
+
+
+@pytest.mark.timeout(120)
+def test_disagreement_scan_ranks_shapes(qtbot, window, modelnet40):
+    panel = window.disagreements
+    panel.data.setText(str(modelnet40))
+    panel.limit.setValue(48)
+    with qtbot.waitSignal(panel.scanned, timeout=100000) as blocker:
+        panel.scan()
+    res = blocker.args[0]
+    k = len(res["class_names"])
+    assert res["cm_teacher"].shape == (k, k) and res["cm_teacher"].sum() == 48
+    n_dis = int((res["teacher_pred"] != res["student_pred"]).sum())
+    assert panel.table.rowCount() == n_dis
+    if n_dis:
+        js = [float(panel.table.item(r, 4).text()) for r in range(n_dis)]
+        assert js == sorted(js, reverse=True)
+        panel.table.selectRow(0)
+        with qtbot.waitSignal(window.compare.predicted, timeout=30000):
+            panel._open_selected()
+
+
+@pytest.mark.timeout(90)
+def test_app_starts_and_quits_by_itself(tmp_path):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(tmp_path), HOME=str(tmp_path))
+    r = subprocess.run([sys.executable, "main.py", "--quit-after", "3"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=80)
+    assert r.returncode == 0, r.stderr[-2000:]

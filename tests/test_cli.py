@@ -1,0 +1,125 @@
+"""The headless CLI as users script against it: commands, JSON outputs, exit codes, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, timeout=300, env=None):
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+def test_help_lists_commands_with_examples():
+    r = run("--help")
+    assert r.returncode == 0
+    for cmd in ("train", "netaug", "distill", "compress", "resume", "evaluate", "predict", "models", "inspect"):
+        assert cmd in r.stdout
+    assert "examples:" in r.stdout
+    r = run("compress", "--help")
+    assert r.returncode == 0 and "example" in r.stdout and "--teacher" in r.stdout
+
+
+def test_models_json():
+    r = run("models", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert {"pointnet", "pointnet2_ssg", "pointnet2_msg", "dgcnn"} <= set(rows)
+    msg = rows["pointnet2_msg"]
+    assert msg["params"] == 1747368 and msg["params_tiny"] == 30184
+    assert msg["macs"] > 50 * msg["macs_tiny"] > 0
+
+
+@pytest.fixture(scope="module")
+def smoke_run(modelnet40, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    r = run("train", "--model", "pointnet2_ssg", "--width", "0.125", "--data", str(modelnet40), "--preset", "smoke",
+            "--out", str(out), "--events", "json", "--limit-train", "32", "--limit-test", "16", "--epochs", "1")
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+
+def test_train_streams_json_events(smoke_run):
+    out, r = smoke_run
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert events[0]["type"] == "start" and events[-1]["type"] == "end"
+    assert any(e["type"] == "epoch" and e["val_oa"] is not None for e in events)
+    assert (out / "student.pt").is_file() and (out / "events.jsonl").is_file()
+
+
+def test_evaluate_json(smoke_run, modelnet40):
+    out, _ = smoke_run
+    r = run("evaluate", "--checkpoint", str(out / "student.pt"), "--data", str(modelnet40), "--limit", "40", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["n"] == 40 and 0 <= result["oa"] <= 1 and 0 <= result["macc"] <= 1
+
+
+def test_predict_json(smoke_run, modelnet40):
+    out, _ = smoke_run
+    shape = next((modelnet40 / "chair" / "test").glob("*.npy"))
+    r = run("predict", str(shape), "--teacher", str(out / "student.pt"), "--student", str(out / "student.pt"), "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    for role in ("teacher", "student"):
+        part = result[role]
+        assert part["params"] == 25456 and part["latency_ms"] > 0
+        assert len(part["top"]) == 5 and abs(sum(t["prob"] for t in part["top"])) <= 1.0 + 1e-6
+        assert {"class", "prob"} <= set(part["top"][0])
+    assert result["agree"] is True  # the same checkpoint on both sides
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, modelnet40):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    cases = [
+        ("evaluate", "--checkpoint", str(bad), "--data", str(modelnet40)),
+        ("predict", str(tmp_path / "missing.ply"), "--teacher", str(bad), "--student", str(bad)),
+        ("train", "--model", "nope", "--data", str(modelnet40), "--out", str(tmp_path / "r")),
+        ("resume", str(tmp_path)),
+    ]
+    for args in cases:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, r.stderr)
+
+
+def test_sigterm_leaves_resumable_checkpoint(modelnet40, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "netaug", "--data", str(modelnet40),
+                             "--preset", "smoke", "--out", str(out), "--events", "json", "--epochs", "50",
+                             "--limit-train", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    for line in proc.stdout:
+        if json.loads(line)["type"] == "step":
+            proc.terminate()
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == 130
+    from core.engine.checkpoint import read_checkpoint
+
+    state = read_checkpoint(out / "last.pt")["training"]
+    assert state["job"] == "netaug" and state["epoch"] < 50
+
+
+def test_torchrun_two_processes_stay_in_sync(modelnet40, tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed beside this Python")
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(ROOT / "main.py"), "netaug",
+                        "--data", str(modelnet40), "--preset", "smoke", "--out", str(out), "--events", "none",
+                        "--limit-train", "32", "--limit-test", "16", "--epochs", "2", "--threads", "1"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["world_size"] == 2 and report["ranks_in_sync"] is True
