@@ -21,11 +21,12 @@ def _maybe_reexec_with_tcmalloc() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and not argv[0].startswith("-") or argv[:1] in (["-h"], ["--help"]):
-        from core.cli import main as cli_main
+    from core.cli import command_names
+    from core.cli import main as cli_main
 
+    if argv[:1] in (["-h"], ["--help"]) or (argv and argv[0] in command_names()):
         return cli_main(argv)
-    from app.main_window import run_app
+    from app.main_window import run_app  # no command: the app (a file path opens in it)
 
     return run_app(argv)
 

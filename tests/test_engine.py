@@ -193,7 +193,10 @@ def test_cached_teacher_outputs(modelnet40, teacher_ckpt, tmp_path):
             "distill": {"teacher": teacher_ckpt, "cache_views": 2}}
     events = []
     run_job(load_config("smoke", overrides=over), tmp_path, sink=events.append)
-    cache = torch.load(tmp_path / "teacher_cache.pt", weights_only=True)
+    from core.data.datasets import cache_dir
+
+    files = sorted(cache_dir().glob("teacher_outputs_*.pt"), key=lambda p: p.stat().st_mtime)
+    cache = torch.load(files[-1], weights_only=True)
     assert cache["logits"].shape == (2, 48, 40)
     assert any(e["type"] == "progress" and e["what"] == "teacher cache" for e in events)
     # The cached logits are the teacher's outputs on the stored views.

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import jobs, models_cmd
-from . import export_cmd
+from . import export_cmd, inspect_cmd, jobs, models_cmd
 
 # Each module adds its subcommands; the order here is the order of --help.
-COMMAND_MODULES = [jobs, models_cmd, export_cmd]
-from . import inspect_cmd; COMMAND_MODULES.append(inspect_cmd)  # noqa: E402,E702
+COMMAND_MODULES = [jobs, inspect_cmd, models_cmd, export_cmd]
 
 EPILOG = """examples:
   python main.py models
@@ -39,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         module.add_commands(sub)
     return parser
+
+
+def command_names() -> set[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ process through the CLI and reads the JSON events.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 import yaml
 
 from core import __version__
-from core.data.datasets import load_split
+from core.data.datasets import cache_dir, load_split
 from core.models import ClassifierBase, create_model, reestimate_bn
 from core.models.complexity import count_macs, count_parameters, grouping_cost
 
@@ -171,17 +172,23 @@ class Trainer:
         only those views (fixed scale/shift per view) instead of fresh augmentations.
         """
         cfg = self.cfg
-        path = self.run_dir / "teacher_cache.pt"
         tck = read_checkpoint(cfg.distill.teacher)
-        key = f"{Path(tck['path']).resolve()}|{os.path.getmtime(tck['path'])}|{views}|{cfg.seed}|{len(self.train_set)}|{cfg.augment}"
+        key = (f"{Path(tck['path']).resolve()}|{os.path.getmtime(tck['path'])}|{views}|{cfg.seed}|"
+               f"{self.train_set.root if hasattr(self.train_set, 'root') else cfg.data}|{len(self.train_set)}|"
+               f"{cfg.limit_train}|{cfg.num_points}|{cfg.augment}|{cfg.precision}")
+        # Shared between runs (KD, T3DNet stage 2, baselines) with the same teacher and views.
+        path = cache_dir() / f"teacher_outputs_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if path.is_file():
-            cached = torch.load(path, weights_only=True)
-            if cached.get("key") == key:
-                return cached
+            try:
+                cached = torch.load(path, weights_only=True)
+                if cached.get("key") == key:
+                    return cached
+            except Exception:  # a truncated cache file is rebuilt
+                pass
         scale, shift = self._view_params(views)
         n = len(self.train_set)
         logits = torch.zeros(views, n, len(self.class_names), dtype=torch.float16)
-        feats = torch.zeros(views, n, self.teacher.feature_dim, dtype=torch.float16) if self.job == "fitnet" else None
+        feats = torch.zeros(views, n, self.teacher.feature_dim, dtype=torch.float16)
         t0, done, total = time.time(), 0, views * n
         for v in range(views):
             for lo in range(0, n, 64):
@@ -193,8 +200,7 @@ class Trainer:
                     f = self.teacher.forward_features(pts.to(self.device), _to(groups, self.device))
                     out = self.teacher.forward_head(f)
                 logits[v, idx] = out.float().cpu().half()
-                if feats is not None:
-                    feats[v, idx] = f.float().cpu().half()
+                feats[v, idx] = f.float().cpu().half()
                 done += len(idx)
                 self.emit({"type": "progress", "what": "teacher cache", "done": done, "total": total,
                            "elapsed": time.time() - t0})

@@ -1,0 +1,92 @@
+"""Run the paper's comparison at an equal epoch budget for the width-1/8 student, resumably.
+
+Every (method, seed) is one run directory under ``--root``; a finished run (report.json) is
+skipped, an interrupted one is resumed, so the script can be restarted in every session until
+all runs are done. Jobs run one at a time as ``main.py`` subprocesses.
+
+    python scripts/comparison.py --data ../shared/data/modelnet40_npy1024 \
+        --teacher assets/models/teacher.pt --root ~/runs/comparison --epochs 20 --seeds 0 1
+
+Budget: every method trains the student for ``--epochs`` epochs in total; T3DNet splits them
+into NetAug (half) then distillation (half). NetAug, e2e and DML make two forward/backward
+passes per step, so their compute per epoch is about twice the others' (stated in RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+METHODS = {
+    # name: (command, needs teacher)
+    "scratch": ("train", False),
+    "kd": ("kd", True),
+    "netaug": ("netaug", False),
+    "t3dnet": ("compress", True),
+    "e2e": ("e2e", True),
+    "fitnet": ("fitnet", True),
+    "dml": ("dml", False),
+}
+
+
+def command(method: str, args, seed: int, out: Path) -> list[str]:
+    cmd, needs_teacher = METHODS[method]
+    argv = [sys.executable, str(ROOT / "main.py"), cmd, "--model", args.model, "--width", str(args.width),
+            "--data", args.data, "--preset", args.preset, "--out", str(out), "--seed", str(seed),
+            "--events", "none"]
+    if method == "t3dnet":
+        half = args.epochs // 2
+        argv += ["--epochs", str(half), "--kd-epochs", str(args.epochs - half)]
+    else:
+        argv += ["--epochs", str(args.epochs)]
+    if needs_teacher:
+        argv += ["--teacher", args.teacher]
+    if args.limit_train:
+        argv += ["--limit-train", str(args.limit_train)]
+    return argv
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--root", required=True, help="folder of the run directories (outside the work tree)")
+    p.add_argument("--model", default="pointnet2_ssg")
+    p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--epochs", type=int, default=20, help="student epochs per method (T3DNet: both stages)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--limit-train", type=int, default=0)
+    p.add_argument("--dry-run", action="store_true", help="print the commands only")
+    args = p.parse_args(argv)
+    root = Path(args.root).expanduser()
+    failures = 0
+    for seed in args.seeds:
+        for method in args.methods:
+            out = root / method / f"seed{seed}"
+            if (out / "report.json").is_file():
+                print(f"done     {method} seed {seed}")
+                continue
+            resumable = (out / "job.yaml").is_file()
+            argv_ = ([sys.executable, str(ROOT / "main.py"), "resume", str(out), "--events", "none"]
+                     if resumable else command(method, args, seed, out))
+            print(("resume   " if resumable else "start    ") + f"{method} seed {seed}: {' '.join(argv_[1:])}", flush=True)
+            if args.dry_run:
+                continue
+            r = subprocess.run(argv_, cwd=ROOT)
+            if r.returncode == 130:
+                print("interrupted: run the script again to resume")
+                return 130
+            if r.returncode != 0:
+                failures += 1
+                print(f"FAILED   {method} seed {seed} (exit {r.returncode})")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Aggregate comparison runs into a Markdown table and a learning-curve plot.
+
+    python scripts/results.py --root ~/runs/comparison --plot docs/results_curves.png > table.md
+
+Reads every ``<root>/<method>/seed<k>/report.json``; prints OA and mean class accuracy as
+mean +- sample standard deviation over the seeds found (final epoch, no voting), parameters,
+MACs and the epoch budget. The plot shows test OA per epoch of every method (seed 0; for
+T3DNet both stages are concatenated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ORDER = ["scratch", "kd", "netaug", "t3dnet", "e2e", "fitnet", "dml"]
+LABELS = {
+    "scratch": "scratch", "kd": "KD alone", "netaug": "NetAug alone", "t3dnet": "T3DNet (NetAug then KD)",
+    "e2e": "end-to-end (NetAug + KD in one stage)", "fitnet": "feature distillation (FitNet)",
+    "dml": "deep mutual learning",
+}
+
+
+def _curve(run: Path) -> list[float]:
+    rep = json.loads((run / "report.json").read_text())
+    if rep.get("stages"):
+        oa = []
+        for stage in rep["stages"]:
+            oa += [h["val_oa"] for h in json.loads((Path(stage) / "report.json").read_text())["history"]]
+        return oa
+    return [h["val_oa"] for h in rep["history"]]
+
+
+def collect(root: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for method_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for run in sorted(method_dir.glob("seed*")):
+            if (run / "report.json").is_file():
+                rep = json.loads((run / "report.json").read_text())
+                rep["_run"] = run
+                out.setdefault(method_dir.name, []).append(rep)
+    return out
+
+
+def fmt(values: list[float]) -> str:
+    m = statistics.mean(values) * 100
+    if len(values) > 1:
+        return f"{m:.2f} ± {statistics.stdev(values) * 100:.2f}"
+    return f"{m:.2f}"
+
+
+def table(results: dict[str, list[dict]]) -> str:
+    lines = ["| method | OA % | mAcc % | seeds | student epochs | params | MACs |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for method in [m for m in ORDER if m in results] + [m for m in results if m not in ORDER]:
+        reps = results[method]
+        epochs = sum(json.loads((Path(s) / "report.json").read_text())["epochs"] for s in reps[0]["stages"]) \
+            if reps[0].get("stages") else reps[0]["epochs"]
+        lines.append(f"| {LABELS.get(method, method)} | {fmt([r['oa'] for r in reps])} | {fmt([r['macc'] for r in reps])} "
+                     f"| {len(reps)} | {epochs} | {reps[0]['params']:,} | {reps[0]['macs'] / 1e6:.1f} M |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for method in [m for m in ORDER if m in results]:
+        curve = _curve(results[method][0]["_run"])
+        ax.plot(range(1, len(curve) + 1), [c * 100 for c in curve], label=LABELS[method], lw=2 if method == "t3dnet" else 1.2)
+    ax.set_xlabel("student epoch")
+    ax.set_ylabel("ModelNet40 test OA % (no voting)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("width-1/8 PointNet++ students, equal epoch budget")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True)
+    p.add_argument("--plot", default=None, help="write the learning-curve PNG here")
+    args = p.parse_args(argv)
+    results = collect(Path(args.root).expanduser())
+    if not results:
+        print(f"no finished runs under {args.root}", file=sys.stderr)
+        return 1
+    print(table(results))
+    if args.plot:
+        plot(results, Path(args.plot))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
