@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QRectF, QSize, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPushButton, QScrollArea, QSizePolicy, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from app.shapes import Perturbation, Shape, prepare_model_points
@@ -134,6 +134,7 @@ class ComparisonPanel(QWidget):
     model_points = Signal(object)  # (P, 3) model input in unit-sphere coordinates
     models_changed = Signal()
     message = Signal(str)
+    up_axis_changed = Signal(str)  # 'z' or 'y': the file's up axis, for the view and the models
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -179,9 +180,20 @@ class ComparisonPanel(QWidget):
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         outer.addWidget(scroll, 1)
 
+        options = QHBoxLayout()
         self.all_classes = QCheckBox("Show all classes")
         self.all_classes.toggled.connect(self._redraw)
-        outer.addWidget(self.all_classes)
+        options.addWidget(self.all_classes)
+        options.addStretch(1)
+        self.up_axis_label = QLabel("Up axis")
+        options.addWidget(self.up_axis_label)
+        self.up_axis = QComboBox()
+        self.up_axis.addItems(["z", "y"])
+        self.up_axis.setToolTip("Which axis of the file points up (z: ModelNet, CAD; y: many scans, e.g. the "
+                                "Stanford bunny). The view and the models' input are both converted.")
+        self.up_axis.currentTextChanged.connect(self._up_axis_changed)
+        options.addWidget(self.up_axis)
+        outer.addLayout(options)
 
         box = QGroupBox("Robustness: perturb what the models see")
         form = QFormLayout(box)
@@ -219,7 +231,11 @@ class ComparisonPanel(QWidget):
     # --- models -----------------------------------------------------------------------------
     def perturbation(self) -> Perturbation:
         return Perturbation(self.points.value(), self.dropout.value() / 100, self.noise.value() / 1000,
-                            float(self.rotation.value()))
+                            float(self.rotation.value()), self.up_axis.currentText())
+
+    def _up_axis_changed(self, axis: str) -> None:
+        self.up_axis_changed.emit(axis)
+        self.run_prediction()
 
     def reset_perturbation(self) -> None:
         for s in (self.dropout, self.noise, self.rotation):

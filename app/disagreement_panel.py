@@ -149,6 +149,7 @@ class DisagreementPanel(QWidget):
     def _finished(self) -> None:
         self.scan_button.setEnabled(True)
         self.stop_button.setEnabled(False)
+        self.progress.setFormat("done: %v/%m shapes" if not self._cancel else "stopped: %v/%m shapes")
 
     def _failed(self, exc) -> None:
         self.summary.setText(f"<span style='color:#d73a49'>Scan failed: {error_text(exc)}</span>")

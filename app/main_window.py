@@ -1,7 +1,7 @@
 """The main window of T3DNet Studio and ``run_app``, the desktop entry point.
 
-Torch and Open3D are imported off the path that draws the first window: Open3D on the renderer
-thread, torch in the worker that loads the checkpoints.
+Torch and Open3D are imported off the path that draws the first window: Open3D in the render
+process, torch in the worker that loads the checkpoints.
 """
 
 from __future__ import annotations
@@ -93,11 +93,14 @@ class MainWindow(QMainWindow):
         self.compare = ComparisonPanel()
         self.compare.model_points.connect(self._show_model_points)
         self.compare.message.connect(lambda m: self.statusBar().showMessage(m, 10000))
+        self.compare.up_axis_changed.connect(self.viewer.set_up_axis)
+        self.viewer.render_failed.connect(lambda m: self.statusBar().showMessage(m, 15000))
 
         view_box = QWidget()
         vlay = QVBoxLayout(view_box)
         vlay.setContentsMargins(0, 0, 0, 0)
-        vlay.addWidget(self._view_toolbar())
+        self.view_toolbar = self._view_toolbar()
+        vlay.addWidget(self.view_toolbar)
         vlay.addWidget(self.viewer, 1)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(view_box)
@@ -308,7 +311,15 @@ class MainWindow(QMainWindow):
         if pts is None or self.shape is None or not self.show_overlay.isChecked():
             self.viewer.set_overlay(None)
         else:
-            self.viewer.set_overlay(to_display_frame(pts, self.shape.full_xyz))
+            # A shape with no more points than the models take would be all red: unperturbed, the
+            # models see exactly its points (said in the caption); perturbed, small crosses mark them.
+            dense = len(self.shape.full_xyz) <= len(pts)
+            if dense and self.compare.perturbation().is_identity():
+                self.viewer.set_overlay(None, note=f"the models see every point of this shape "
+                                                   f"({len(self.shape.full_xyz):,} ≤ {len(pts):,})")
+            else:
+                self.viewer.set_overlay(to_display_frame(pts, self.shape.bounds, self.compare.up_axis.currentText(),
+                                                         self.compare.perturbation().rotation_deg), dense=dense)
 
     def dragEnterEvent(self, ev) -> None:  # noqa: N802
         if ev.mimeData().hasUrls():
@@ -350,12 +361,15 @@ class MainWindow(QMainWindow):
             self.tabs.tabBar().hide()
             self.menuBar().hide()
             self.compare.reset_perturbation()
-            self._demo_hidden = [w for w in (self.compare.robustness_box, self.compare.all_classes,
+            self.compare.up_axis.setCurrentText("z")  # the bundled samples are ModelNet shapes: z up
+            self._demo_hidden = [w for w in (self.compare.robustness_box, self.compare.all_classes, self.view_toolbar,
+                                             self.compare.up_axis, self.compare.up_axis_label,
                                              *(c.load_button for c in self.compare.columns.values())) if w.isVisible()]
             for w in self._demo_hidden:
                 w.hide()
             self.showFullScreen()
-            self.splitter.setSizes([1, 1])
+            w = max(self.splitter.width(), 2)
+            self.splitter.setSizes([w * 11 // 20, w * 9 // 20])  # the view is the star of the show
             self._demo_paths = self.demo_paths()
             self._demo_index = -1
             self.demo_timer = QTimer(self, interval=interval_ms)
@@ -379,7 +393,6 @@ class MainWindow(QMainWindow):
             return
         self._demo_index = (self._demo_index + 1) % len(self._demo_paths)
         self.open_path(self._demo_paths[self._demo_index])
-        self.viewer.renderer.submit(lambda r: None)
 
     def keyPressEvent(self, ev) -> None:  # noqa: N802
         if ev.key() == Qt.Key.Key_Escape and self.demo_timer and self.demo_timer.isActive():
@@ -399,7 +412,7 @@ class MainWindow(QMainWindow):
         super().closeEvent(ev)
 
     def shutdown(self) -> None:
-        """Stop jobs, the renderer thread and wait briefly for workers (idempotent)."""
+        """Stop jobs, the render process and wait briefly for workers (idempotent)."""
         if getattr(self, "_shut", False):
             return
         self._shut = True

@@ -123,6 +123,7 @@ class RunsPanel(QWidget):
         self.plot.addLegend()
         self.plot.showGrid(x=True, y=True, alpha=0.3)
         self.plot.setLabel("bottom", "epoch")
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
         split.addWidget(self.plot)
@@ -179,6 +180,10 @@ class RunsPanel(QWidget):
                 self.plot.plot(x, y, name=run["run"], pen=pg.mkPen(c, width=2), symbol="o", symbolSize=5,
                                symbolBrush=c)
         self.plot.setLabel("left", key)
+        if key.startswith(("val_oa", "val_macc")) or key.endswith("acc"):
+            self.plot.setYRange(0, 1, padding=0.02)  # accuracies: a flat curve must not fill the plot with noise
+        else:
+            self.plot.enableAutoRange(axis="y")
 
     def _load_selected(self) -> None:
         runs = self.selected_runs()

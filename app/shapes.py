@@ -13,7 +13,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "assets" / "samples"
-MAX_DISPLAY_POINTS = 80_000  # the view shows at most this many points: Open3D holds the GIL while it renders
+MAX_DISPLAY_POINTS = 80_000  # the view shows at most this many points: frames are rendered on the CPU here
 
 
 @dataclass
@@ -31,6 +31,11 @@ class Shape:
     original_points: int = 0
     original_faces: int = 0
     info: dict = field(default_factory=dict)
+    bounds: np.ndarray | None = None  # (2, 3) min and max of full_xyz, computed off the GUI thread
+
+    def __post_init__(self) -> None:
+        if self.bounds is None and len(self.full_xyz):
+            self.bounds = np.stack([self.full_xyz.min(0), self.full_xyz.max(0)])
 
     @property
     def name(self) -> str:
@@ -39,12 +44,9 @@ class Shape:
 
 def supported_formats() -> dict[str, list[str]]:
     """Kind label -> extensions, for the open dialog."""
-    try:
-        from core.data.io import SUPPORTED_FORMATS
+    from core.data.io import SUPPORTED_FORMATS
 
-        return dict(SUPPORTED_FORMATS)
-    except ImportError:
-        return {"Point clouds": [".npy", ".ply", ".pcd", ".xyz", ".pts"], "Meshes": [".obj", ".off", ".stl", ".ply"]}
+    return dict(SUPPORTED_FORMATS)
 
 
 def dialog_filters() -> list[str]:
@@ -55,52 +57,14 @@ def dialog_filters() -> list[str]:
     return [f"All 3D files ({pat(every)})"] + [f"{k} ({pat(v)})" for k, v in fmts.items()] + ["All files (*)"]
 
 
-def _load_cloud(path: str, num_samples: int):
-    try:
-        from core.data.io import load_point_cloud
-    except ImportError:  # core.data.io not available yet: a minimal reader for .npy / Open3D formats
-        return _fallback_load(path, num_samples)
-    return load_point_cloud(path, num_samples=num_samples)
-
-
-def _fallback_load(path: str, num_samples: int):
-    from types import SimpleNamespace
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    if p.suffix.lower() == ".npy":
-        a = np.load(p)
-        if a.ndim != 2 or a.shape[1] < 3:
-            raise ValueError(f"{path}: expected an (N, 3) array, got {a.shape}")
-        xyz = a[:, :3].astype(np.float32)
-        return SimpleNamespace(xyz=xyz, normals=None, colors=None, path=str(p), format="npy", kind="points",
-                               original_points=len(xyz), original_faces=0, mesh_vertices=None, mesh_faces=None)
-    import open3d as o3d
-
-    mesh = o3d.io.read_triangle_mesh(str(p)) if p.suffix.lower() in (".obj", ".off", ".stl", ".ply") else None
-    if mesh is not None and len(mesh.triangles) > 0:
-        pc = mesh.sample_points_uniformly(num_samples)
-        return SimpleNamespace(xyz=np.asarray(pc.points, np.float32), normals=None, colors=None, path=str(p),
-                               format=p.suffix[1:], kind="mesh", original_points=len(mesh.vertices),
-                               original_faces=len(mesh.triangles),
-                               mesh_vertices=np.asarray(mesh.vertices, np.float32),
-                               mesh_faces=np.asarray(mesh.triangles, np.int32))
-    pc = o3d.io.read_point_cloud(str(p))
-    if len(pc.points) == 0:
-        raise ValueError(f"{path}: no points could be read")
-    colors = np.asarray(pc.colors, np.float32) if pc.has_colors() else None
-    return SimpleNamespace(xyz=np.asarray(pc.points, np.float32), normals=None, colors=colors, path=str(p),
-                           format=p.suffix[1:], kind="points", original_points=len(pc.points), original_faces=0,
-                           mesh_vertices=None, mesh_faces=None)
-
-
 def load_shape(path: str | Path, progress: Callable[[str, int, int], None] | None = None,
                num_samples: int = 20000) -> Shape:
     """Read a file and subsample it for display. Raises T3DError/ValueError with a one-line message."""
     report = progress or (lambda *a: None)
     report("reading", 0, 3)
-    cloud = _load_cloud(str(path), num_samples)
+    from core.data.io import load_point_cloud
+
+    cloud = load_point_cloud(str(path), num_samples=num_samples)
     report("preparing view", 1, 3)
     xyz = np.asarray(cloud.xyz, np.float32)
     if xyz.ndim != 2 or len(xyz) == 0:
@@ -135,15 +99,19 @@ class Perturbation:
     num_points: int = 1024
     dropout: float = 0.0  # fraction of the prepared points removed (then refilled by repetition)
     noise: float = 0.0  # Gaussian jitter sigma, in unit-sphere units
-    rotation_deg: float = 0.0  # about the up (z) axis
+    rotation_deg: float = 0.0  # about the up axis (z of the models' frame)
+    up_axis: str = "z"  # the file's up axis: rotated to z for the models
 
     def is_identity(self) -> bool:
         return self.dropout == 0 and self.noise == 0 and self.rotation_deg == 0
 
 
 def prepare_model_points(xyz: np.ndarray, pert: Perturbation, seed: int = 0) -> np.ndarray:
-    """The exact (num_points, 3) cloud both models see: core's preparation, then the perturbation."""
-    pts = _prepare(xyz, pert.num_points)
+    """The exact (num_points, 3) cloud both models see: core's preparation (up axis to z, unit
+    sphere), then the perturbation."""
+    from core.data.preprocess import prepare_points
+
+    pts = prepare_points(xyz, num_points=pert.num_points, up_axis=pert.up_axis)
     rng = np.random.default_rng(seed)
     if pert.dropout > 0:
         keep = rng.random(len(pts)) >= pert.dropout
@@ -159,26 +127,26 @@ def prepare_model_points(xyz: np.ndarray, pert: Perturbation, seed: int = 0) -> 
     return np.ascontiguousarray(pts, np.float32)
 
 
-def _prepare(xyz: np.ndarray, n: int) -> np.ndarray:
-    try:
-        from core.data.preprocess import prepare_points
-    except ImportError:  # core.data.preprocess not available yet: random subset into the unit sphere
-        rng = np.random.default_rng(0)
-        idx = rng.choice(len(xyz), n, replace=len(xyz) < n)
-        p = xyz[idx] - xyz[idx].mean(0)
-        return (p / max(np.linalg.norm(p, axis=1).max(), 1e-9)).astype(np.float32)
-    return prepare_points(xyz, num_points=n)
+def to_display_frame(model_pts: np.ndarray, bounds: np.ndarray, up_axis: str = "z",
+                     rotation_deg: float = 0.0) -> np.ndarray:
+    """Map prepared (z-up, unit-sphere) points back onto the displayed shape, whose box is ``bounds``
+    ((2, 3): min, max): undo the up-axis rotation, then match bounding boxes (farthest-point sampling
+    keeps the extreme points, so both boxes nearly coincide). The box of the points is taken before
+    the robustness rotation (``rotation_deg``), so a rotated input is shown rotated, not rescaled.
+    Cheap: runs on the GUI thread."""
+    from core.data.preprocess import convert_up_axis
 
-
-def to_display_frame(model_pts: np.ndarray, display_xyz: np.ndarray) -> np.ndarray:
-    """Map prepared (unit-sphere) points back onto the displayed shape by matching bounding boxes.
-
-    Farthest-point sampling keeps the extreme points, so both boxes nearly coincide.
-    """
-    lo, hi = display_xyz.min(0), display_xyz.max(0)
-    mlo, mhi = model_pts.min(0), model_pts.max(0)
+    to_file = (lambda a: np.asarray(convert_up_axis(a, "z", up_axis), np.float32)) if up_axis != "z" else (lambda a: a)
+    pts = to_file(model_pts)
+    ref = pts
+    if rotation_deg:
+        a = np.deg2rad(-rotation_deg)
+        c, s_ = np.cos(a), np.sin(a)
+        ref = to_file(model_pts @ np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]], np.float32).T)
+    lo, hi = bounds[0], bounds[1]
+    mlo, mhi = ref.min(0), ref.max(0)
     s = float((hi - lo).max() / max((mhi - mlo).max(), 1e-9))
-    return ((model_pts - (mlo + mhi) / 2) * s + (lo + hi) / 2).astype(np.float32)
+    return ((pts - (mlo + mhi) / 2) * s + (lo + hi) / 2).astype(np.float32)
 
 
 def list_samples() -> list[Path]:

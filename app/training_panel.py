@@ -288,6 +288,10 @@ class TrainingPanel(QWidget):
             p.setLabel("bottom", "step")
             p.setClipToView(True)
             p.setDownsampling(auto=True, mode="peak")
+            # Fixed axis sizes: a new range then never re-lays out the plots (a redraw stays one paint).
+            for side in ("left", "bottom"):
+                p.getAxis(side).enableAutoSIPrefix(False)
+            p.getAxis("left").setWidth(52)
             self.plots[name] = p
         self.log_view = QPlainTextEdit(readOnly=True)
         self.log_view.setMaximumBlockCount(3000)

@@ -1,215 +1,149 @@
-"""Embedded 3D view: Open3D's legacy Visualizer renders off-screen, frames are painted in a QWidget.
+"""Embedded 3D view: an Open3D render process draws off-screen, its frames are painted in a QWidget.
 
-Open3D cannot be a Qt widget; the off-screen legacy Visualizer (EGL without a display) renders into
-a buffer that we copy into a QImage (RESEARCH.md §5). Filament's OffscreenRenderer hangs here.
+Open3D cannot be a Qt widget; its off-screen legacy Visualizer (EGL without a display) renders into
+a buffer that becomes a QImage (RESEARCH.md §5). The renderer holds the GIL while it draws, so it runs
+in a child process (app/render_process.py): the GUI thread only queues small messages and paints
+the latest frame.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import queue
 import threading
-from collections import deque
 
 import numpy as np
 from PySide6.QtCore import QObject, QPointF, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPalette
+from PySide6.QtGui import QColor, QFont, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from app.render_process import HEADER, render_main
 from app.shapes import Shape
 
 COLOR_MODES = ("height", "normal", "rgb", "solid")
-# Open3D's legacy renderer holds the GIL while it renders and reads pixels back, which stalls the GUI
-# thread; the read-back grows with the pixel count, so frames are rendered at most this large and scaled.
+# Frames are rendered at most this large and scaled when painted: on a 2-core machine a larger
+# off-screen frame costs the render process (and the training job beside it) CPU time.
 MAX_RENDER_PIXELS = 330_000
-SOLID = np.array([0.55, 0.62, 0.75])
-OVERLAY = np.array([0.95, 0.15, 0.1])
+MAX_RESTARTS = 3
+CAMERA_OPS = ("rotate", "pan", "zoom")
 
 
-def _height_colors(xyz: np.ndarray) -> np.ndarray:
-    """A blue-cyan-yellow-red ramp over z."""
-    z = xyz[:, 2]
-    t = (z - z.min()) / max(float(np.ptp(z)), 1e-9)
-    stops = np.array([[0.17, 0.25, 0.7], [0.1, 0.7, 0.8], [0.95, 0.85, 0.2], [0.85, 0.2, 0.15]])
-    x = t * (len(stops) - 1)
-    i = np.minimum(x.astype(int), len(stops) - 2)
-    f = (x - i)[:, None]
-    return stops[i] * (1 - f) + stops[i + 1] * f
+class RenderClient(QObject):
+    """The GUI side of one render process: a sender thread, a frame-reader thread, latest frame wins.
 
-
-class _FrameSignals(QObject):
-    frame = Signal(QImage)
-    failed = Signal(str)
-
-
-class Open3DRenderer:
-    """Owns one off-screen ``open3d.visualization.Visualizer`` on its own thread.
-
-    Thread: all Open3D calls happen on the renderer thread (the GL context belongs to it). The GUI
-    thread only queues commands; finished frames come back through the ``frame`` signal (queued).
-    Pending commands are applied together before one render, so a burst of mouse moves costs one frame.
+    Thread: ``send``/``stop`` are called from the GUI thread; the sender thread pickles and writes
+    commands (a big geometry never blocks the GUI thread), the reader thread turns frames into
+    QImages and signals the GUI (queued). Only the newest unread frame is kept.
     """
 
-    def __init__(self, width: int = 640, height: int = 480) -> None:
-        self.signals = _FrameSignals()
-        self._size = (width, height)
-        self._ops: deque = deque()
-        self._cond = threading.Condition()
-        self._stop = False
-        self.frames = 0
-        self.ok = True
-        self.state = {"color": "height", "point_size": 3.0, "mesh": True, "dark": True}
-        self._shape: Shape | None = None
-        self._overlay: np.ndarray | None = None
-        self._thread = threading.Thread(target=self._run, name="open3d-render", daemon=True)
-        self._thread.start()
+    frame_ready = Signal()
+    failed = Signal(str)  # a message from the renderer; the view keeps working
+    died = Signal(str)  # the process ended without being asked to
 
-    # --- GUI-thread API ---------------------------------------------------------------------
-    def submit(self, op, render: bool = True) -> None:
-        with self._cond:
-            self._ops.append((op, render))
-            self._cond.notify()
+    def __init__(self, width: int, height: int) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._latest: QImage | None = None
+        self._stopping = False
+        self._queue: queue.Queue = queue.Queue()
+        ctx = mp.get_context("spawn")
+        cmd_r, self._cmd_w = ctx.Pipe(duplex=False)
+        self._frame_r, frame_w = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=render_main, args=(cmd_r, frame_w, width, height), daemon=True,
+                                   name="t3dnet-render")
+        self.process.start()
+        cmd_r.close()  # only the child holds these ends: its death then reads as EOF here
+        frame_w.close()
+        self._sender = threading.Thread(target=self._send_loop, name="render-send", daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, name="render-read", daemon=True)
+        self._sender.start()
+        self._reader.start()
 
-    def stop(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        self._thread.join(timeout=5)
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
 
-    # --- renderer thread ----------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            import open3d as o3d
+    def send(self, msg: tuple) -> None:
+        if not self._stopping:
+            self._queue.put(msg)
 
-            o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
-            self.o3d = o3d
-            self.vis = o3d.visualization.Visualizer()
-            if not self.vis.create_window(window_name="t3dnet", width=self._size[0], height=self._size[1],
-                                          visible=False):
-                raise RuntimeError("Open3D could not create an off-screen window (EGL)")
-            self._geoms: list = []
-            self._apply_options()
-        except Exception as exc:  # noqa: BLE001 - shown in the widget instead of a 3D view
-            self.ok = False
-            self.signals.failed.emit(f"3D view unavailable: {exc}")
+    def take_frame(self) -> QImage | None:
+        with self._lock:
+            img, self._latest = self._latest, None
+        return img
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Ask the process to end, then terminate it if it does not; idempotent."""
+        if self._stopping:
             return
+        self._stopping = True
+        self._queue.put(("stop",))
+        self._sender.join(timeout=1.0)
+        self.process.join(timeout=timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=2)
+        for c in (self._cmd_w, self._frame_r):
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def _send_loop(self) -> None:
         while True:
-            with self._cond:
-                while not self._ops and not self._stop:
-                    self._cond.wait()
-                if self._stop:
-                    break
-                ops = list(self._ops)
-                self._ops.clear()
-            render = False
-            for op, r in ops:
+            msgs = [self._queue.get()]
+            while True:
                 try:
-                    op(self)
-                except Exception as exc:  # noqa: BLE001
-                    self.signals.failed.emit(f"3D view: {exc}")
-                render |= r
-            if render:
-                self._render()
-        self.vis.destroy_window()
+                    msgs.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            merged: list[tuple] = []
+            for m in msgs:  # consecutive drags of one kind add up: one message, one frame
+                if merged and m[0] in CAMERA_OPS and merged[-1][0] == m[0]:
+                    prev = merged.pop()
+                    m = (m[0], *(a + b for a, b in zip(prev[1:], m[1:])))
+                merged.append(m)
+            for m in merged:
+                try:
+                    self._cmd_w.send(m)
+                except (OSError, ValueError):
+                    return  # the process is gone: the reader reports it
+                if m[0] == "stop":
+                    return
 
-    def _render(self) -> None:
-        buf = np.asarray(self.vis.capture_screen_float_buffer(do_render=True))
-        img8 = np.ascontiguousarray((np.clip(buf, 0, 1) * 255).astype(np.uint8))
-        h, w = img8.shape[:2]
-        img = QImage(img8.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-        self.frames += 1
-        self.signals.frame.emit(img)
-
-    def _apply_options(self) -> None:
-        opt = self.vis.get_render_option()
-        opt.point_size = float(self.state["point_size"])
-        opt.background_color = np.array([0.12, 0.13, 0.15]) if self.state["dark"] else np.array([1.0, 1.0, 1.0])
-        opt.mesh_show_back_face = True
-        opt.light_on = True
-
-    def _colors(self, shape: Shape) -> np.ndarray:
-        mode = self.state["color"]
-        if mode == "rgb" and shape.colors is not None and len(shape.colors) == len(shape.xyz):
-            return shape.colors.astype(np.float64)
-        if mode == "normal":
-            n = shape.normals
-            if n is None or len(n) != len(shape.xyz):
-                pc = self.o3d.geometry.PointCloud(self.o3d.utility.Vector3dVector(shape.xyz.astype(np.float64)))
-                pc.estimate_normals(self.o3d.geometry.KDTreeSearchParamKNN(16))
-                n = np.asarray(pc.normals, np.float32)
-                shape.normals = n
-            return np.abs(n).astype(np.float64)
-        if mode == "solid":
-            return np.tile(SOLID, (len(shape.xyz), 1))
-        return _height_colors(shape.xyz)
-
-    def rebuild(self, reset_view: bool) -> None:
-        """Replace the geometries from the current shape, overlay and options (renderer thread)."""
-        o3d, vis = self.o3d, self.vis
-        params = None if reset_view else vis.get_view_control().convert_to_pinhole_camera_parameters()
-        for g in self._geoms:
-            vis.remove_geometry(g, reset_bounding_box=False)
-        self._geoms = []
-        shape = self._shape
-        if shape is not None:
-            if self.state["mesh"] and shape.mesh_vertices is not None and shape.mesh_faces is not None \
-                    and len(shape.mesh_faces) > 0:
-                m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(shape.mesh_vertices.astype(np.float64)),
-                                              o3d.utility.Vector3iVector(shape.mesh_faces.astype(np.int32)))
-                m.compute_vertex_normals()
-                v = np.asarray(m.vertices)
-                if self.state["color"] == "solid":
-                    m.paint_uniform_color(SOLID)
-                elif self.state["color"] == "normal":
-                    m.vertex_colors = o3d.utility.Vector3dVector(np.abs(np.asarray(m.vertex_normals)))
-                else:
-                    m.vertex_colors = o3d.utility.Vector3dVector(_height_colors(v))
-                geom = m
-            else:
-                geom = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(shape.xyz.astype(np.float64)))
-                geom.colors = o3d.utility.Vector3dVector(self._colors(shape))
-            self._geoms.append(geom)
-        if self._overlay is not None:
-            ov = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(self._overlay.astype(np.float64)))
-            ov.paint_uniform_color(OVERLAY)
-            self._geoms.append(ov)
-        for i, g in enumerate(self._geoms):
-            vis.add_geometry(g, reset_bounding_box=(reset_view and i == 0))
-        if params is not None:
-            vis.get_view_control().convert_from_pinhole_camera_parameters(params, allow_arbitrary=True)
-        elif shape is not None:
-            self._default_view()
-
-    def _default_view(self) -> None:
-        vc = self.vis.get_view_control()
-        vc.set_up([0, 0, 1])
-        vc.set_front([0.6, -1.0, 0.55])
-        vc.set_zoom(0.7)
-
-    def resize(self, w: int, h: int) -> None:
-        """Recreate the off-screen window at a new size, keeping the camera's pose (renderer thread)."""
-        if (w, h) == self._size:
-            return
-        for g in self._geoms:
-            self.vis.remove_geometry(g, reset_bounding_box=False)
-        self.vis.destroy_window()
-        self.vis = self.o3d.visualization.Visualizer()
-        self.vis.create_window(window_name="t3dnet", width=w, height=h, visible=False)
-        self._size = (w, h)
-        self._apply_options()
-        for i, g in enumerate(self._geoms):
-            self.vis.add_geometry(g, reset_bounding_box=(i == 0))
-        if self._geoms:
-            self._default_view()  # the camera is reset: a pose from another window size frames the shape badly
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                data = self._frame_r.recv_bytes()
+            except (EOFError, OSError):
+                break
+            seq, w, h = HEADER.unpack_from(data)
+            if w == 0:
+                self.failed.emit(data[HEADER.size:].decode("utf-8", "replace"))
+                continue
+            img = QImage(data[HEADER.size:], w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+            with self._lock:
+                fresh = self._latest is None
+                self._latest = img
+            if fresh:
+                self.frame_ready.emit()
+        if not self._stopping:
+            self.process.join(timeout=2)
+            self.died.emit(f"the render process ended (exit code {self.process.exitcode})")
 
 
 class PointCloudViewer(QWidget):
     """Shows the current shape; left drag orbits, right/middle (or Shift+left) drag pans, wheel zooms,
     double-click resets the view.
 
-    Thread: GUI thread; rendering happens in :class:`Open3DRenderer`.
+    Thread: GUI thread; rendering happens in a child process (:class:`RenderClient`). If that
+    process dies, the view says so and starts a new one (up to ``MAX_RESTARTS`` times), resending
+    the shape, the overlay, the options and the size.
     """
 
     frame_shown = Signal()
     render_failed = Signal(str)
+    render_restarted = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -219,60 +153,114 @@ class PointCloudViewer(QWidget):
         self._image: QImage | None = None
         self._message = "Open a 3D file (File ▸ Open, drag and drop) or pick a sample from the gallery"
         self._caption = ""
+        self._note = ""
         self._last = None
+        self.frames = 0
+        self.restarts = 0
         self.shape: Shape | None = None
         self.overlay: np.ndarray | None = None
-        self.renderer = Open3DRenderer(max(self.width(), 320), max(self.height(), 240))
-        self.renderer.signals.frame.connect(self._on_frame)
-        self.renderer.signals.failed.connect(self._on_failed)
+        self.overlay_dense = False
+        self.state = {"color": "height", "point_size": 3.0, "mesh": True, "dark": True, "up": "z"}
+        self._render_size = (640, 480)
         self._resize_timer = QTimer(self, singleShot=True, interval=150)
         self._resize_timer.timeout.connect(self._apply_resize)
+        self.renderer: RenderClient | None = None
+        self._start_renderer()
 
     # --- public API -------------------------------------------------------------------------
-    @property
-    def frames(self) -> int:
-        return self.renderer.frames
-
     def set_shape(self, shape: Shape | None) -> None:
-        self.shape, self.overlay = shape, None
+        """Send the shape once; the view frames it whole."""
+        self.shape, self.overlay, self._note = shape, None, ""
         self._caption = "" if shape is None else self._describe(shape)
+        self._send(("scene", self._scene_message(shape)))
 
-        def op(r, s=shape):
-            r._shape, r._overlay = s, None
-            r.rebuild(reset_view=True)
-
-        self.renderer.submit(op)
-
-    def set_overlay(self, points: np.ndarray | None) -> None:
-        """Show (or hide with None) the exact points the models see, in red."""
-        self.overlay = points
-
-        def op(r, p=points):
-            r._overlay = p
-            r.rebuild(reset_view=False)
-
-        self.renderer.submit(op)
+    def set_overlay(self, points: np.ndarray | None, dense: bool = False, note: str = "") -> None:
+        """Show (or hide with None) the exact points the models see, in red; ``dense``: as small crosses,
+        for shapes with no more points than the models take (red dots would cover the whole shape).
+        ``note``: a line for the caption instead."""
+        self.overlay, self.overlay_dense = points, bool(dense and points is not None)
+        self._note = note
+        self._send(("overlay", points, self.overlay_dense))
+        self.update()
 
     def set_color_mode(self, mode: str) -> None:
-        self._set_state("color", mode, rebuild=True)
+        self._set_state("color", mode)
 
     def set_point_size(self, size: float) -> None:
         self._set_state("point_size", float(size))
 
     def set_show_mesh(self, on: bool) -> None:
-        self._set_state("mesh", bool(on), rebuild=True)
+        self._set_state("mesh", bool(on))
 
     def set_dark(self, dark: bool) -> None:
         self._set_state("dark", bool(dark))
+        self.update()
+
+    def set_up_axis(self, axis: str) -> None:
+        """Which file axis points up ('z' or 'y'); the view is framed again."""
+        self._set_state("up", axis)
 
     def reset_view(self) -> None:
-        self.renderer.submit(lambda r: (r.vis.reset_view_point(True), r._default_view()))
+        self._send(("reset",))
+
+    def orbit(self, dx: float, dy: float) -> None:
+        self._send(("rotate", dx, dy))
+
+    def pan(self, dx: float, dy: float) -> None:
+        self._send(("pan", dx, dy))
+
+    def zoom(self, steps: float) -> None:
+        self._send(("zoom", steps))
+
+    def request_frame(self) -> None:
+        self._send(("render",))
 
     def current_image(self) -> QImage | None:
         return self._image
 
     def shutdown(self) -> None:
-        self.renderer.stop()
+        """End the render process (also done when the app quits; the process is a daemon)."""
+        if self.renderer is not None:
+            r, self.renderer = self.renderer, None
+            r.stop()
+
+    # --- render process -----------------------------------------------------------------------
+    def _start_renderer(self) -> None:
+        self.renderer = RenderClient(*self._render_size)
+        self.renderer.frame_ready.connect(self._on_frame)
+        self.renderer.failed.connect(self._on_failed)
+        self.renderer.died.connect(self._on_died)
+        self._send(("state", dict(self.state)))
+
+    def _send(self, msg: tuple) -> None:
+        if self.renderer is not None:
+            self.renderer.send(msg)
+
+    def _scene_message(self, s: Shape | None) -> dict | None:
+        if s is None:
+            return None
+        return {"xyz": s.xyz, "colors": s.colors, "normals": s.normals, "mesh_vertices": s.mesh_vertices,
+                "mesh_faces": s.mesh_faces}
+
+    def _on_died(self, why: str) -> None:
+        if self.sender() is not self.renderer:
+            return  # a process that was already replaced or stopped
+        old, self.renderer = self.renderer, None
+        old.stop(timeout=0.5)
+        if self.restarts >= MAX_RESTARTS:
+            self._image = None
+            self._on_failed(f"3D view stopped: {why}; it was restarted {self.restarts} times already "
+                            "(the predictions still work)")
+            return
+        self.restarts += 1
+        self.render_failed.emit(f"3D view: {why}; restarting it")
+        self._start_renderer()
+        self._send(("resize", *self._render_size))
+        if self.shape is not None:
+            self._send(("scene", self._scene_message(self.shape)))
+            if self.overlay is not None:
+                self._send(("overlay", self.overlay, self.overlay_dense))
+        self.render_restarted.emit()
 
     # --- internals ----------------------------------------------------------------------------
     def _describe(self, s: Shape) -> str:
@@ -280,17 +268,16 @@ class PointCloudViewer(QWidget):
             f"mesh, {s.original_points:,} vertices, {s.original_faces:,} faces"
         return f"{s.name} — {n}"
 
-    def _set_state(self, key, value, rebuild=False) -> None:
-        def op(r):
-            r.state[key] = value
-            r._apply_options()
-            if rebuild:
-                r.rebuild(reset_view=False)
+    def _set_state(self, key, value) -> None:
+        self.state[key] = value
+        self._send(("state", {key: value}))
 
-        self.renderer.submit(op)
-
-    def _on_frame(self, img: QImage) -> None:
+    def _on_frame(self) -> None:
+        img = self.renderer.take_frame() if self.renderer is not None and self.sender() is self.renderer else None
+        if img is None:
+            return
         self._image = img
+        self.frames += 1
         self.update()
         self.frame_shown.emit()
 
@@ -302,7 +289,10 @@ class PointCloudViewer(QWidget):
     def _apply_resize(self) -> None:
         w, h = max(self.width(), 64), max(self.height(), 64)
         k = min(1.0, (MAX_RENDER_PIXELS / (w * h)) ** 0.5)
-        self.renderer.submit(lambda r: r.resize(int(w * k), int(h * k)))
+        size = (int(w * k), int(h * k))
+        if size != self._render_size:
+            self._render_size = size
+            self._send(("resize", *size))
 
     def resizeEvent(self, ev) -> None:  # noqa: N802
         self._resize_timer.start()
@@ -313,19 +303,24 @@ class PointCloudViewer(QWidget):
 
     def paintEvent(self, ev) -> None:  # noqa: N802
         p = QPainter(self)
-        p.fillRect(self.rect(), QColor(31, 33, 38) if self.renderer.state["dark"] else QColor(255, 255, 255))
-        if self._image is not None and self.shape is not None:
+        dark = self.state["dark"]
+        p.fillRect(self.rect(), QColor(31, 33, 38) if dark else QColor(255, 255, 255))
+        if self._image is not None and self.shape is not None and self.renderer is not None:
             img = self._image
             scaled = img.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
             x, y = (self.width() - scaled.width()) / 2, (self.height() - scaled.height()) / 2
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
             p.drawImage(QRectF(x, y, scaled.width(), scaled.height()), img)
-            fg = QColor(230, 230, 230) if self.renderer.state["dark"] else QColor(30, 30, 30)
-            p.setPen(fg)
-            f = QFont(self.font())
-            p.setFont(f)
+            p.setPen(QColor(230, 230, 230) if dark else QColor(30, 30, 30))
+            p.setFont(QFont(self.font()))
+            lines = [self._caption]
+            if self.overlay is not None:
+                lines.append("red crosses: the points the models see (perturbed)"
+                             if self.overlay_dense else "red: the points the models see")
+            elif self._note:
+                lines.append(self._note)
             p.drawText(self.rect().adjusted(8, 6, -8, -6), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop,
-                       self._caption + ("\nred: the points the models see" if self.overlay is not None else ""))
+                       "\n".join(lines))
         else:
             p.setPen(QColor(170, 170, 170))
             p.drawText(self.rect().adjusted(20, 20, -20, -20), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
@@ -334,8 +329,6 @@ class PointCloudViewer(QWidget):
 
     def mousePressEvent(self, ev) -> None:  # noqa: N802
         self._last = ev.position()
-        self._button = ev.buttons()
-        self._mods = ev.modifiers()
 
     def mouseMoveEvent(self, ev) -> None:  # noqa: N802
         if self._last is None or self.shape is None:
@@ -346,9 +339,9 @@ class PointCloudViewer(QWidget):
         pan = bool(ev.buttons() & (Qt.MouseButton.RightButton | Qt.MouseButton.MiddleButton)) or \
             bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
         if pan:
-            self.renderer.submit(lambda r: r.vis.get_view_control().translate(dx, dy))
+            self.pan(dx, dy)
         else:
-            self.renderer.submit(lambda r: r.vis.get_view_control().rotate(dx * 2.0, dy * 2.0))
+            self.orbit(dx * 2.0, dy * 2.0)
 
     def mouseReleaseEvent(self, ev) -> None:  # noqa: N802
         self._last = None
@@ -357,5 +350,4 @@ class PointCloudViewer(QWidget):
         self.reset_view()
 
     def wheelEvent(self, ev) -> None:  # noqa: N802
-        steps = ev.angleDelta().y() / 120.0
-        self.renderer.submit(lambda r: r.vis.get_view_control().scale(-steps))
+        self.zoom(ev.angleDelta().y() / 120.0)

@@ -65,14 +65,22 @@ def main() -> int:
         if path is None or not Path(path).exists():
             continue
         got.clear()
+        # the Stanford bunny's up axis is y: the view and the models' input are converted
+        win.compare.up_axis.setCurrentText("y" if name == "compare_scan_mesh" else "z")
+        wait(lambda: bool(got) or win.compare.shape is None, 60)
+        got.clear()
         win.open_path(str(path))
-        wait(lambda: bool(got), 120)
+        wait(lambda: bool(got) and got[-1]["shape_path"] == str(path), 120)
         if name == "compare_scan_rgb":
             win.color_mode.setCurrentIndex(2)
         settle(2.0)
         win.grab().save(str(OUT / f"{name}.png"))
         win.viewer.grab().save(str(OUT / f"{name}_view.png"))
     win.color_mode.setCurrentIndex(0)
+    if first is not None:  # a 1,024-point sample: the perturbed model input is drawn as small crosses
+        got.clear()
+        win.open_path(str(first))
+        wait(lambda: bool(got) and got[-1]["shape_path"] == str(first), 120)
     got.clear()
     win.compare.rotation.setValue(120)
     win.compare.dropout.setValue(40)
@@ -112,6 +120,11 @@ def main() -> int:
     win.grab().save(str(OUT / "disagreements.png"))
 
     win.demo_action.setChecked(True)
+    # The offscreen platform's "full screen" is a small default screen: show the demo layout at the
+    # size of the other screenshots instead.
+    win.showNormal()
+    win.resize(1440, 900)
+    win.splitter.setSizes([792, 648])
     got.clear()
     wait(lambda: bool(got), 60)
     settle(2.0)

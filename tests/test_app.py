@@ -179,17 +179,27 @@ def test_smoke_job_runs_from_the_panel_and_curves_fill(qtbot, training, modelnet
     assert Path(b2.args[0]).parent == out
 
 
-@pytest.mark.timeout(150)
-def test_cancel_leaves_a_resumable_run(qtbot, training, modelnet40, tmp_path):
+@pytest.mark.timeout(170)
+def test_cancel_leaves_a_resumable_run_and_resume_finishes_it(qtbot, training, modelnet40, tmp_path):
     out = tmp_path / "run2"
     with qtbot.waitSignal(training.event_received, timeout=120000,
                           check_params_cb=lambda ev: ev.get("type") == "step"):
-        training.submit(_smoke_args(modelnet40, out, epochs=50), str(out))
+        training.submit(_smoke_args(modelnet40, out, epochs=4), str(out))
     with qtbot.waitSignal(training.job_finished, timeout=60000) as blocker:
         training.cancel()
     _, code, outcome = blocker.args
     assert code == 130 and "Cancelled" in outcome and "resum" in outcome.lower()
-    assert (out / "last.pt").is_file()
+    assert (out / "last.pt").is_file() and not (out / "report.json").exists()
+    # Resume continues the same run directory to the end (not from step 0)
+    steps = []
+    training.event_received.connect(lambda ev: steps.append(ev.get("global_step")) if ev.get("type") == "step" else None)
+    with qtbot.waitSignal(training.job_finished, timeout=150000) as blocker:
+        training.resume(str(out))
+    run_dir, code, outcome = blocker.args
+    assert run_dir == str(out) and code == 0 and outcome.startswith("Finished"), outcome
+    assert training.status.text().startswith("Finished")
+    assert (out / "report.json").is_file()
+    assert steps and min(s for s in steps if s is not None) > 1
 
 
 @pytest.mark.timeout(120)
@@ -218,3 +228,180 @@ def test_app_starts_and_quits_by_itself(tmp_path):
     r = subprocess.run([sys.executable, "main.py", "--quit-after", "3"], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=80)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+# --- drag and drop, demo mode, up axis, render process -----------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_dropping_a_file_on_the_window_opens_it(qtbot, window, tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+    from PySide6.QtWidgets import QApplication
+
+    path = tmp_path / "dropped.npy"
+    np.save(path, np.random.default_rng(1).normal(size=(3000, 3)).astype(np.float32))
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    pos = window.rect().center()
+    enter = QDragEnterEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(QPointF(pos), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.compare.predicted, timeout=30000) as blocker:
+        QApplication.sendEvent(window, drop)
+    assert blocker.args[0]["shape_path"] == str(path)
+    assert "dropped.npy" in window.windowTitle()
+    qtbot.waitUntil(lambda: window.viewer.current_image() is not None, timeout=20000)
+    assert window.viewer._caption.startswith("dropped.npy")
+
+
+@pytest.mark.timeout(60)
+def test_demo_mode_cycles_to_the_next_sample(qtbot, window):
+    paths = window.demo_paths()
+    if len(paths) < 2:
+        pytest.skip("demo mode needs two samples")
+    with qtbot.waitSignal(window.shape_loaded, timeout=30000) as first:
+        window.set_demo(True, interval_ms=1500)
+    assert window.menuBar().isHidden() and window.compare.robustness_box.isHidden()
+    with qtbot.waitSignal(window.shape_loaded, timeout=30000) as second:
+        pass
+    assert first.args[0].path == paths[0] and second.args[0].path == paths[1]
+    qtbot.waitUntil(lambda: window.compare.last_result is not None
+                    and window.compare.last_result["shape_path"] == paths[1], timeout=30000)
+    assert window.compare.banner.text()  # both predictions are shown for the new sample
+    window.set_demo(False)
+    assert not window.menuBar().isHidden() and not window.compare.robustness_box.isHidden()
+
+
+def _object_box(img) -> tuple[int, int, int, int]:
+    """Pixel bounding box (x0, y0, x1, y1) of what differs from the frame's background (its corner)."""
+    from PySide6.QtGui import QImage
+
+    img = img.convertToFormat(QImage.Format.Format_RGB888)
+    w, h = img.width(), img.height()
+    a = np.frombuffer(img.constBits(), np.uint8, count=img.bytesPerLine() * h).reshape(h, -1)[:, :3 * w]
+    a = a.reshape(h, w, 3).astype(int)
+    fg = np.abs(a - a[0, 0]).sum(2) > 30
+    ys, xs = np.nonzero(fg)
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+@pytest.mark.timeout(90)
+def test_up_axis_control_changes_the_models_input_and_frames_the_shape(qtbot, window):
+    from core.data.preprocess import prepare_points
+
+    bunny = SCANS / "bun_zipper.ply"
+    if not bunny.is_file():
+        pytest.skip("no Stanford bunny in the shared scans")
+    z_res = _open_and_predict(qtbot, window, bunny)
+    with qtbot.waitSignal(window.compare.predicted, timeout=30000) as blocker:
+        window.compare.up_axis.setCurrentText("y")
+    y_res = blocker.args[0]
+    frames = window.viewer.frames  # the overlay for this result is drawn in a later frame
+    expected = prepare_points(window.shape.full_xyz, num_points=1024, up_axis="y")
+    assert np.allclose(y_res["points"], expected, atol=1e-5)
+    assert not np.allclose(y_res["points"], z_res["points"])
+    assert window.viewer.state["up"] == "y"
+    # the overlay is mapped back into the file's (y-up) frame: it covers the shape's box
+    lo, hi = window.shape.full_xyz.min(0), window.shape.full_xyz.max(0)
+    ov = window.viewer.overlay
+    assert np.all(np.abs(ov.min(0) - lo) < 0.1 * (hi - lo).max()) and np.all(np.abs(ov.max(0) - hi) < 0.1 * (hi - lo).max())
+    # the view is framed again: the whole bunny is inside the frame and fills a fair part of it
+    qtbot.waitUntil(lambda: window.viewer.frames > frames, timeout=20000)
+    qtbot.wait(500)
+    img = window.viewer.current_image()
+    x0, y0, x1, y1 = _object_box(img)
+    assert x0 > 2 and y0 > 2 and x1 < img.width() - 3 and y1 < img.height() - 3
+    assert (y1 - y0) > 0.35 * img.height()
+
+
+@pytest.mark.timeout(60)
+def test_resizing_the_view_keeps_the_camera(qtbot, window):
+    from app.shapes import list_samples
+
+    samples = list_samples() or SCAN_FILES
+    _open_and_predict(qtbot, window, samples[0])
+    qtbot.waitUntil(lambda: window.viewer.current_image() is not None, timeout=20000)
+    window.viewer.orbit(300.0, 0.0)  # a quarter turn or so: far from the framed default
+    frames = window.viewer.frames
+    qtbot.waitUntil(lambda: window.viewer.frames > frames, timeout=20000)
+    qtbot.wait(300)
+    before = window.viewer.current_image()
+    bx = _object_box(before)
+    size = window.viewer._render_size
+    a, b = window.splitter.sizes()
+    window.splitter.setSizes([a - 250, b + 250])  # the user drags the splitter: the view gets narrower
+    qtbot.waitUntil(lambda: window.viewer._render_size != size, timeout=5000)
+    qtbot.waitUntil(lambda: window.viewer.current_image().size() != before.size(), timeout=20000)
+    after = window.viewer.current_image()
+    ax = _object_box(after)
+    # same pose and vertical field of view: the object's height relative to the frame's is unchanged
+    rel = lambda b, img: (b[3] - b[1]) / img.height()  # noqa: E731
+    assert abs(rel(ax, after) - rel(bx, before)) < 0.05
+
+
+@pytest.mark.timeout(60)
+def test_render_process_crash_is_reported_and_the_view_restarts(qtbot, window):
+    import signal
+
+    from app.shapes import list_samples
+
+    samples = list_samples() or SCAN_FILES
+    _open_and_predict(qtbot, window, samples[0])
+    qtbot.waitUntil(lambda: window.viewer.current_image() is not None, timeout=20000)
+    old_pid = window.viewer.renderer.pid
+    with qtbot.waitSignal(window.viewer.render_restarted, timeout=20000):
+        os.kill(old_pid, signal.SIGKILL)
+    assert "restarting" in window.statusBar().currentMessage()
+    assert window.viewer.renderer.pid != old_pid and window.viewer.restarts == 1
+    frames = window.viewer.frames
+    qtbot.waitUntil(lambda: window.viewer.frames > frames, timeout=30000)  # the shape is drawn again
+    # after too many crashes the view gives up with a message; the app and the models keep working
+    from app.viewer_widget import MAX_RESTARTS
+
+    window.viewer.restarts = MAX_RESTARTS
+    with qtbot.waitSignal(window.viewer.render_failed, timeout=20000,
+                          check_params_cb=lambda m: "3D view stopped" in m):
+        os.kill(window.viewer.renderer.pid, signal.SIGKILL)
+    assert window.viewer.renderer is None and window.viewer.current_image() is None
+    assert "3D view stopped" in window.statusBar().currentMessage()
+    res = _open_and_predict(qtbot, window, samples[-1])
+    assert res["teacher"]["top"]
+
+
+@pytest.mark.timeout(30)
+def test_render_process_ends_with_the_window(qtbot, tmp_path):
+    from app.main_window import MainWindow
+
+    w = MainWindow(teacher=str(tmp_path / "none.pt"), student=str(tmp_path / "none.pt"))
+    w.quiet_errors = True
+    qtbot.addWidget(w)
+    proc = w.viewer.renderer.process
+    assert proc.daemon and proc.is_alive()
+    w.close()
+    assert not proc.is_alive()
+
+
+# --- the job queue and resume ----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(170)
+def test_queue_runs_two_jobs_one_after_the_other(qtbot, training, modelnet40, tmp_path):
+    a, b = tmp_path / "qa", tmp_path / "qb"
+    finished = []
+    training.job_finished.connect(lambda *args: finished.append(args))
+    started = []
+    training.job_started.connect(started.append)
+    training.submit(_smoke_args(modelnet40, a), str(a))
+    training.submit(_smoke_args(modelnet40, b), str(b))
+    # the second waits in the queue the user sees while the first runs
+    assert training.has_running_job() and training.queue_list.count() == 1
+    assert str(b) in training.queue_list.item(0).text()
+    qtbot.waitUntil(lambda: len(finished) == 2, timeout=160000)
+    assert [f[0] for f in finished] == [str(a), str(b)] and started == [str(a), str(b)]
+    assert all(f[1] == 0 for f in finished), finished
+    assert (a / "report.json").is_file() and (b / "report.json").is_file()
+    assert training.queue_list.count() == 0 and not training.has_running_job()
