@@ -7,8 +7,10 @@ of points is fixed at export time. Sampling starts at point 0 (deterministic, RE
 Farthest point sampling is a loop that tracing unrolls. The exported graph uses
 :func:`farthest_point_sample_pairwise`: the same squared distances as
 :func:`core.models.layers.farthest_point_sample`, computed once as an ``N x N`` matrix, so each of
-the unrolled steps is only gather, minimum and argmax (four graph nodes instead of about ten).
-The indices it returns equal the eager ones (tested), so exported logits match eager ones.
+the unrolled steps is only gather, minimum and argmax (three ONNX nodes instead of about ten), and
+:func:`ball_query_by_flag` in ONNX. Both give the eager indices (tested), so exported logits match
+eager ones; ``core/models/layers.py`` is unchanged. The straightforward trace of the eager code
+also exports, but runs about 3x slower in ONNX Runtime (docs/BENCHMARKS_DEPLOY.md).
 
 Each export writes its description twice: inside the file (ONNX ``metadata_props``, TorchScript
 extra file ``t3dnet.json``) and in a sidecar ``<file>.json``.
