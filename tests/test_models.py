@@ -202,3 +202,20 @@ def test_bn_reestimation_changes_running_stats():
     reestimate_bn(model, [_cloud(4, 256, seed=i) for i in range(2)])
     assert not torch.allclose(before, model.head.hidden[0].bn.running_mean)
     assert not model.training  # the caller's mode is restored
+
+
+@pytest.mark.parametrize("name", ["pointnet2_ssg", "dgcnn"])
+def test_grouping_does_not_depend_on_autocast_precision(name):
+    model = create_model(name, width=1 / 8).eval()
+    x = _cloud(2, 1024, seed=4)
+    plain = model.compute_grouping(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.compute_grouping(x)
+        out = model(x)
+    if name == "dgcnn":
+        assert torch.equal(plain, mixed)
+    else:
+        for a, b in zip(plain[:2], mixed[:2]):
+            assert torch.equal(a["centres"], b["centres"])
+            assert all(torch.equal(p, q) for p, q in zip(a["neighbours"], b["neighbours"]))
+    assert torch.isfinite(out.float()).all()
