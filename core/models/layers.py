@@ -291,7 +291,7 @@ def farthest_point_sample(
     """
     b, n, _ = xyz.shape
     npoint = min(npoint, n)
-    xyz = xyz.detach().float()
+    xyz = _at_least_float32(xyz.detach())
     out = torch.empty(b, npoint, dtype=torch.long, device=xyz.device)
     dist = torch.full((b, n), float("inf"), device=xyz.device, dtype=xyz.dtype)
     far = start.to(xyz.device).long() if start is not None else torch.zeros(b, dtype=torch.long, device=xyz.device)
@@ -304,6 +304,10 @@ def farthest_point_sample(
     return out
 
 
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def square_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pairwise squared distances (B, S, C) x (B, N, C) -> (B, S, N), one matmul.
 
@@ -311,7 +315,7 @@ def square_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     change, so sampling and grouping would depend on the training precision.
     """
     with torch.autocast(a.device.type, enabled=False):
-        a, b = a.float(), b.float()
+        a, b = _at_least_float32(a), _at_least_float32(b)
         d = -2 * a @ b.transpose(1, 2)
         d += a.square().sum(-1, keepdim=True)
         d += b.square().sum(-1).unsqueeze(1)
