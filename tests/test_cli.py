@@ -110,6 +110,7 @@ def test_sigterm_leaves_resumable_checkpoint(modelnet40, tmp_path):
     assert state["job"] == "netaug" and state["epoch"] < 50
 
 
+@pytest.mark.timeout(900)
 def test_torchrun_two_processes_stay_in_sync(modelnet40, tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():

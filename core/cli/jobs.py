@@ -122,11 +122,15 @@ def _run(fn, run_dir: Path, events: str) -> int:
     _install_signal_handlers(cancel)
     run_dir.mkdir(parents=True, exist_ok=True)
     sink = _sinks(events)
+    from core.engine.distributed import shutdown
+
     try:
         report = fn(sink, cancel)
     except JobCancelled as exc:
         print(str(exc), file=sys.stderr)
         return 130
+    finally:
+        shutdown()
     if report and events != "json":
         print(f"done: OA {report['oa'] * 100:.2f}%  mAcc {report['macc'] * 100:.2f}%  "
               f"params {report['params']:,}  -> {report.get('checkpoint', run_dir)}")

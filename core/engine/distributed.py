@@ -84,3 +84,12 @@ def params_in_sync(module: torch.nn.Module, info: DistInfo) -> bool:
     dist.all_reduce(lo, op=dist.ReduceOp.MIN)
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
     return bool((hi - lo).abs().item() <= 1e-6 * max(1.0, abs(total.item())))
+
+
+def shutdown() -> None:
+    """Wait for every rank, then tear the process group down (exiting without it can abort gloo)."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()

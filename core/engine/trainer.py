@@ -89,8 +89,12 @@ class Trainer:
         cfg = self.cfg
         if not cfg.data:
             raise JobError("no dataset given (data)")
+        if not self.dist.is_main:  # rank 0 builds the preprocessing cache once, the others read it
+            dist_utils.barrier(self.dist)
         self.train_set = load_split(cfg.data, "train", cfg.num_points)
         self.test_set = load_split(cfg.data, "test", cfg.num_points)
+        if self.dist.is_main:
+            dist_utils.barrier(self.dist)
         if cfg.limit_train:
             self.train_set = _subset(self.train_set, cfg.limit_train)
         if cfg.limit_test:

@@ -1,0 +1,71 @@
+"""Copy a trained teacher and student into assets/models/, float16 where accuracy holds.
+
+    python scripts/bundle_models.py --teacher RUN_OR_CKPT --student RUN_OR_CKPT \
+        --data ../shared/data/modelnet40_npy1024
+
+Each model is evaluated on the full test split in float32 and again after a float16 round trip;
+float16 is kept when overall accuracy moves by at most ``--tolerance`` (default 0.1 points).
+The measured numbers go to assets/models/models.json (read by docs/MODEL_CARD.md's author and
+the app's model info).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    from core.engine.checkpoint import load_model, read_checkpoint, save_model
+    from core.inference import evaluate_checkpoint
+    from core.models.complexity import count_macs, count_parameters
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--student", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", default=str(ROOT / "assets" / "models"))
+    p.add_argument("--tolerance", type=float, default=0.001, help="largest OA change accepted for float16")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": args.data,
+               "command": "python scripts/bundle_models.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    for role, src in (("teacher", args.teacher), ("student", args.student)):
+        model, ck = load_model(src)
+        full = evaluate_checkpoint(ck["path"], args.data)
+        with tempfile.TemporaryDirectory() as tmp:
+            half_path = Path(tmp) / "half.pt"
+            save_model(half_path, model, ck["class_names"], ck.get("metrics"), ck.get("config"), half=True)
+            half = evaluate_checkpoint(half_path, args.data)
+        use_half = abs(half["oa"] - full["oa"]) <= args.tolerance
+        dest = out / f"{role}.pt"
+        metrics = {"oa": (half if use_half else full)["oa"], "macc": (half if use_half else full)["macc"],
+                   "n": full["n"], "source": str(ck["path"])}
+        save_model(dest, model, ck["class_names"], metrics, ck.get("config"), half=use_half)
+        summary[role] = {
+            "source": str(Path(ck["path"]).resolve()),
+            "model": read_checkpoint(dest)["model"],
+            "dtype": "float16" if use_half else "float32",
+            "oa_fp32": full["oa"], "macc_fp32": full["macc"],
+            "oa_fp16": half["oa"], "macc_fp16": half["macc"],
+            "n": full["n"],
+            "params": count_parameters(model), "macs": count_macs(model),
+            "size_bytes": dest.stat().st_size,
+            "source_metrics": {k: v for k, v in ck.get("metrics", {}).items() if isinstance(v, (int, float))},
+        }
+        print(f"{role}: OA fp32 {full['oa'] * 100:.2f}%  fp16 {half['oa'] * 100:.2f}%  -> {dest} "
+              f"({summary[role]['dtype']}, {dest.stat().st_size / 1024:.0f} KiB)")
+    (out / "models.json").write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
