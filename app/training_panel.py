@@ -7,7 +7,6 @@ its stderr a log. A crash in a job cannot take the GUI down.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time

@@ -262,7 +262,6 @@ def export_onnx(
 
     Input ``points`` (batch, num_points, 3), output ``logits`` (batch, num_classes).
     """
-    import onnx
 
     model, meta = resolve_model(model_or_ckpt, class_names)
     out_path = Path(out_path)
@@ -282,6 +281,13 @@ def export_onnx(
             do_constant_folding=True,
             dynamo=False,
         )
+    return _finish_onnx(tmp, out_path, meta)
+
+
+def _finish_onnx(tmp: Path, out_path: Path, meta: dict) -> dict:
+    """Shorten names, embed the metadata, move the file in place and write its sidecar JSON."""
+    import onnx
+
     proto = onnx.load(str(tmp))
     _compact_names(proto)
     _set_onnx_metadata(proto, meta)
@@ -387,13 +393,7 @@ def quantize_onnx_int8(onnx_in: str | Path, onnx_out: str | Path) -> dict:
     finally:
         quiet.setLevel(level)
     meta = {**meta, "quantization": "int8 dynamic (onnxruntime), per-channel weights; sampling in float32"}
-    q = onnx.load(str(tmp))
-    _compact_names(q)
-    _set_onnx_metadata(q, meta)
-    onnx.save(q, str(tmp))
-    tmp.replace(onnx_out)
-    _write_sidecar(onnx_out, meta)
-    return meta
+    return _finish_onnx(tmp, onnx_out, meta)
 
 
 # ---------------------------------------------------------------------------------------
