@@ -36,8 +36,6 @@ class JsonlWriter:
         self._f = open(self.path, "a", buffering=1)
 
     def __call__(self, event: dict) -> None:
-        if event.get("type") == "step" and event.get("_no_file"):
-            return
         self._f.write(encode(event) + "\n")
 
     def close(self) -> None:
