@@ -47,6 +47,10 @@ def command(method: str, args, seed: int, out: Path) -> list[str]:
         argv += ["--teacher", args.teacher]
     if args.limit_train:
         argv += ["--limit-train", str(args.limit_train)]
+    if args.dropout is not None:
+        argv += ["--dropout", str(args.dropout)]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
     return argv
 
 
@@ -62,6 +66,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--limit-train", type=int, default=0)
+    p.add_argument("--dropout", type=float, default=None, help="student head dropout (default: the architecture's)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per job (0: torch's default)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)
     root = Path(args.root).expanduser()

@@ -84,6 +84,11 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path):
         load_config("smoke", overrides={"job": "distill"})
     with pytest.raises(ConfigError, match="model: unknown model"):
         load_config("smoke", overrides={"model": "resnet"})
+    with pytest.raises(ConfigError, match="dropout: must be in"):
+        load_config("smoke", overrides={"dropout": 1.5})
+    bad.write_text("dropout: high\n")
+    with pytest.raises(ConfigError, match="dropout: expected a number"):
+        load_config("smoke", bad)
     bad.write_text("[unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config("smoke", bad)
@@ -145,6 +150,19 @@ def test_train_job_writes_run_directory(modelnet40, tmp_path):
     assert report["params"] == 43321 and report["macs"] > 0 and report["latency_ms_cpu_b1"] > 0
     model, ck = load_model(tmp_path / "student.pt")
     assert ck["model"]["name"] == "pointnet" and len(ck["class_names"]) == 40
+    assert ck["model"]["kwargs"] == {}  # the architecture's own dropout
+
+
+def test_dropout_key_reaches_the_model_and_its_checkpoint(modelnet40, tmp_path):
+    good = tmp_path / "student.yaml"
+    good.write_text("dropout: null\n")
+    assert load_config("smoke", good).dropout is None
+    cfg = load_config("smoke", overrides={"job": "netaug", "model": "pointnet2_ssg", "width": 0.125,
+                                          "data": str(modelnet40), "dropout": 0.0, **SMALL})
+    run_job(cfg, tmp_path / "run")
+    model, ck = load_model(tmp_path / "run" / "student.pt")
+    assert ck["model"]["kwargs"] == {"dropout": 0.0}
+    assert model.head.dropout.p == 0.0
 
 
 def test_netaug_export_equals_supernet_slice_after_training(modelnet40, tmp_path):

@@ -37,6 +37,8 @@ def _add_job_options(p: argparse.ArgumentParser, model_required: bool) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda")
     p.add_argument("--precision", default=None, help="fp32 | bf16")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="classifier-head dropout (default: the architecture's; tiny students train better with less)")
     p.add_argument("--teacher", default=None, help="teacher checkpoint (distillation jobs)")
     p.add_argument("--init", default=None, help="student initialisation checkpoint (distill)")
     p.add_argument("--alpha", type=float, default=None, help="KD weight a in (1-a)*CE + a*T^2*KL")
@@ -147,7 +149,7 @@ def run_stage(args) -> int:
     overrides = {
         "job": args.job, "model": args.model, "width": width, "data": args.data, "epochs": args.epochs,
         "kd_epochs": args.kd_epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "threads": args.threads, "device": args.device, "precision": args.precision,
+        "threads": args.threads, "device": args.device, "precision": args.precision, "dropout": args.dropout,
         "limit_train": args.limit_train, "limit_test": args.limit_test,
         "distill": {k: v for k, v in {"teacher": args.teacher, "init": args.init, "alpha": args.alpha,
                                        "temperature": args.temperature, "cache_views": args.cache_views}.items()

@@ -78,6 +78,7 @@ class JobConfig:
     threads: int = 0  # 0: torch's default
     seed: int = 0
     grouping_variants: int = 4  # cached sampling/grouping index sets per shape (0: recompute)
+    dropout: float | None = None  # classifier-head dropout; None: the architecture's default
     limit_train: int = 0  # >0: use only this many training shapes (tests, smoke runs)
     limit_test: int = 0
     eval_every: int = 1
@@ -106,6 +107,7 @@ class JobConfig:
             ("optimizer", self.optimizer in ("adamw", "adam", "sgd"), "must be adamw, adam or sgd"),
             ("precision", self.precision in ("fp32", "bf16"), "must be fp32 or bf16"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
+            ("dropout", self.dropout is None or 0 <= self.dropout < 1, "must be in [0, 1) or null"),
             ("distill.alpha", 0 <= self.distill.alpha <= 1, "must be in [0, 1]"),
             ("distill.temperature", self.distill.temperature > 0, "must be positive"),
             ("netaug.stop_fraction", 0 <= self.netaug.stop_fraction <= 1, "must be in [0, 1]"),
@@ -142,6 +144,11 @@ def _build(cls, data: Mapping[str, Any], prefix: str = ""):
 
 
 def _coerce(tp, value, key):
+    args = typing.get_args(tp)
+    if type(None) in args:  # Optional[X]: null, or an X
+        if value is None:
+            return None
+        (tp,) = [a for a in args if a is not type(None)]
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value

@@ -107,7 +107,9 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         factors = cfg.netaug.aug_factors if self.job in AUGMENTED_JOBS else (1.0,)
-        self.model = create_model(cfg.model, num_classes=nc, width=cfg.width, aug_factors=factors).to(self.device)
+        arch = {} if cfg.dropout is None else {"dropout": cfg.dropout}
+        self.model = create_model(cfg.model, num_classes=nc, width=cfg.width, aug_factors=factors,
+                                  **arch).to(self.device)
         if cfg.distill.init and self.job in ("distill", "kd", "fitnet"):
             init, _ = load_model(cfg.distill.init, expect_model=cfg.model)
             if init.model_config.width != cfg.width or init.model_config.num_classes != nc:
@@ -128,7 +130,7 @@ class Trainer:
             self.extra["proj"] = torch.nn.Linear(self.model.feature_dim, self.teacher.feature_dim)
         if self.job == "dml":
             torch.manual_seed(cfg.seed + 1)
-            self.extra["peer"] = create_model(cfg.model, num_classes=nc, width=cfg.width)
+            self.extra["peer"] = create_model(cfg.model, num_classes=nc, width=cfg.width, **arch)
         self.extra.to(self.device)
         params = list(self.model.parameters()) + list(self.extra.parameters())
         if cfg.optimizer == "sgd":
