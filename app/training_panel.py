@@ -450,8 +450,11 @@ class TrainingPanel(QWidget):
                 self._stage_offset += self._last_total  # a new stage restarts its step count
             self._last_total = total
             x = self._stage_offset + done
+            terms = [k for k in ev if k.endswith("_loss") and k != "loss"]
+            # A one-term job (train) reports its only term as both loss and task_loss: draw it once.
+            duplicate = terms[0] if len(terms) == 1 and ev.get(terms[0]) == ev.get("loss") else None
             for k, v in ev.items():
-                if k not in NOT_SCALARS and isinstance(v, (int, float)) and not isinstance(v, bool):
+                if k != duplicate and k not in NOT_SCALARS and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.curves.add(k, x, v)
             if total:
                 self.progress.setRange(0, total)

@@ -166,6 +166,8 @@ def test_smoke_job_runs_from_the_panel_and_curves_fill(qtbot, training, modelnet
     assert training.curves.count("loss") >= 1 and training.curves.count("val_oa") >= 1
     assert training.redraws >= 1 and "loss" in training.items
     assert len(training.items["loss"].getData()[0]) == training.curves.count("loss")
+    # a one-term job's task_loss is its loss: drawn once, not as two overlapping curves
+    assert training.curves.count("task_loss") == 0 and "task_loss" not in training.items
     assert (out / "report.json").is_file()
     # the Runs view lists it and offers its checkpoint to the comparison
     from app.runs_panel import RunsPanel
