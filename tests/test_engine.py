@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 import random
 import threading
@@ -66,6 +67,14 @@ def test_presets_load_and_validate():
         cfg = load_config(preset, overrides={"data": "x"})
         assert cfg.epochs >= 1
     assert load_config("cpu").precision == "bf16"
+
+
+def test_shipped_configs_load_and_validate():
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(files) >= 2
+    for f in files:
+        cfg = load_config("cpu", f, overrides={"data": "x"})
+        assert cfg.job == "train" and cfg.width == 1.0 and cfg.epochs >= 10, f.name
 
 
 def test_unknown_keys_and_bad_values_are_errors(tmp_path):
