@@ -103,7 +103,8 @@ class DisagreementPanel(QWidget):
         for i, title in enumerate(("teacher confusion", "student confusion", "student − teacher")):
             p = self.cms.addPlot(row=0, col=i, title=title)
             p.invertY(True)
-            p.setAspectLocked(True)
+            # Not aspect-locked: locked, a tall narrow panel pads the matrix with empty rows above
+            # and below; the matrix fills its panel instead (cells may be rectangular).
             p.setLabel("left", "true")
             p.setLabel("bottom", "predicted")
             img = pg.ImageItem()
@@ -186,8 +187,10 @@ class DisagreementPanel(QWidget):
                                     (self.cm_images[1], cs, lut_heat, (0, max(cs.max(), 1))),
                                     (self.cm_images[2], diff, div, (-m, m))):
             img.setImage(a.T, levels=levels, lut=lut)  # ImageItem is x-major: transpose so rows = true class
+        n = len(names)
         for p in self.cm_plots:
-            p.setRange(xRange=(0, len(names)), yRange=(0, len(names)), padding=0.02)
+            p.setLimits(xMin=0, xMax=n, yMin=0, yMax=n)
+            p.setRange(xRange=(0, n), yRange=(0, n), padding=0)
         self.scanned.emit(res)
 
     def _open_selected(self) -> None:

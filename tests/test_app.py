@@ -216,6 +216,9 @@ def test_disagreement_scan_ranks_shapes(qtbot, window, modelnet40):
     assert res["cm_teacher"].shape == (k, k) and res["cm_teacher"].sum() == 48
     n_dis = int((res["teacher_pred"] != res["student_pred"]).sum())
     assert panel.table.rowCount() == n_dis
+    for p in panel.cm_plots:  # each matrix fills its panel: no empty margins around it
+        (x0, x1), (y0, y1) = p.viewRange()
+        assert (x0, x1) == pytest.approx((0, k), abs=0.5) and (y0, y1) == pytest.approx((0, k), abs=0.5)
     if n_dis:
         js = [float(panel.table.item(r, 4).text()) for r in range(n_dis)]
         assert js == sorted(js, reverse=True)
