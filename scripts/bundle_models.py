@@ -59,6 +59,8 @@ def main(argv=None) -> int:
             "n": full["n"],
             "params": count_parameters(model), "macs": count_macs(model),
             "size_bytes": dest.stat().st_size,
+            "class_names": list(ck["class_names"]),
+            "per_class_acc": (half if use_half else full)["per_class_acc"],
             "source_metrics": {k: v for k, v in ck.get("metrics", {}).items() if isinstance(v, (int, float))},
         }
         print(f"{role}: OA fp32 {full['oa'] * 100:.2f}%  fp16 {half['oa'] * 100:.2f}%  -> {dest} "

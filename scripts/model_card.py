@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -36,6 +38,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--note", default="", help="a status paragraph placed at the top")
     p.add_argument("--out", default=str(ROOT / "docs" / "MODEL_CARD.md"))
+    p.add_argument("--command-teacher", default="", help="the command that trains the teacher (shown as is)")
+    p.add_argument("--command-student", default="", help="the command that trains the student (shown as is)")
     args = p.parse_args(argv)
     summary = json.loads((ROOT / "assets" / "models" / "models.json").read_text())
     lines = ["# Model card: bundled teacher and student", ""]
@@ -63,14 +67,36 @@ def main(argv=None) -> int:
         (f"CPU latency, batch 1, eager, median ({time.strftime('%Y-%m-%d')})", f"{lat['teacher']:.1f} ms", f"{lat['student']:.1f} ms"),
     ]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines += ["", "Per-class accuracy on the test split (bundled weights):", "",
+              "| class | shapes | teacher | student |", "| --- | ---: | ---: | ---: |"]
+    per = {}
+    for role in ("teacher", "student"):
+        if summary[role].get("per_class_acc") is None:  # bundled before models.json kept it: measure now
+            from core.inference import evaluate_checkpoint
+
+            per[role] = evaluate_checkpoint(ROOT / "assets" / "models" / f"{role}.pt", summary["data"])
+        else:
+            per[role] = summary[role]
+    from core.data.datasets import load_split
+
+    test = load_split(summary["data"], "test", 1024)
+    support = np.bincount(test.labels, minlength=len(test.class_names))
+    for i, name in enumerate(test.class_names):
+        t_acc, s_acc = per["teacher"]["per_class_acc"][i], per["student"]["per_class_acc"][i]
+        lines.append(f"| {name} | {support[i]} | {t_acc * 100:.1f}% | {s_acc * 100:.1f}% |")
     lines += ["", "Latency: `core.engine.metrics.measure_latency` (median of 30 runs after 3 warm-ups, sampling and "
               "grouping included, threads as torch's default here: 2 cores); measured while writing this card.", ""]
     for role in ("teacher", "student"):
         src = Path(summary[role]["source"]).parent
         lines += [f"## {role.capitalize()}: training", "", f"Source: `{summary[role]['source']}`", ""]
+        command = getattr(args, f"command_{role}")
+        if command:
+            lines += ["Reproduce (the run's configuration follows):", "", "    " + command, ""]
         stage_dirs = [src]
         if (src.parent / "stage1_netaug").is_dir() and src.name == "stage2_distill":
             stage_dirs = [src.parent / "stage1_netaug", src]
+        elif (src / "stage1_netaug").is_dir() and (src / "stage2_distill").is_dir():  # a t3dnet run directory
+            stage_dirs = [src / "stage1_netaug", src / "stage2_distill"]
         for d in stage_dirs:
             cfg = (d / "job.yaml").read_text() if (d / "job.yaml").is_file() else ""
             eps = _epochs(d)
