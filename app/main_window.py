@@ -75,6 +75,8 @@ class MainWindow(QMainWindow):
 
     shape_loaded = Signal(object)
     load_failed = Signal(str)
+    model_exported = Signal(str)  # the file written
+    export_failed = Signal(str)  # a one-line reason
 
     def __init__(self, settings: Settings | None = None, teacher: str | None = None, student: str | None = None,
                  data_dir: str | None = None) -> None:
@@ -197,6 +199,9 @@ class MainWindow(QMainWindow):
         m.addAction("Load &teacher…", lambda: self.compare.choose_checkpoint("teacher"))
         m.addAction("Load &student…", lambda: self.compare.choose_checkpoint("student"))
         m.addAction("Use bundled models", lambda: self.compare.load_defaults())
+        m.addSeparator()
+        m.addAction("&Export teacher (ONNX / TorchScript)…", lambda: self.export_model("teacher"))
+        m.addAction("E&xport student (ONNX / TorchScript / int8)…", lambda: self.export_model("student"))
         v = mb.addMenu("&View")
         v.addAction("Reset view", self.viewer.reset_view)
         v.addAction(self.gallery_dock.toggleViewAction())
@@ -341,6 +346,47 @@ class MainWindow(QMainWindow):
         pix.save(path, "PNG")
         self.statusBar().showMessage(f"Saved {path}", 5000)
         return path
+
+    # File-dialog filter -> (core.export format, quantization, suffix)
+    EXPORT_FORMATS = {
+        "ONNX (*.onnx)": ("onnx", None, ".onnx"),
+        "ONNX, int8 weights (*.onnx)": ("onnx", "int8", ".int8.onnx"),
+        "TorchScript (*.pt)": ("torchscript", None, ".ts.pt"),
+    }
+
+    def export_model(self, role: str, path: str | None = None, choice: str | None = None):
+        """Export the loaded teacher or student in the background (core.export); returns the worker."""
+        loaded = getattr(self.compare, role)
+        if loaded is None:
+            QMessageBox.warning(self, "Nothing to export", f"No {role} model is loaded.")
+            return None
+        if path is None:
+            stem = Path(loaded.checkpoint).stem
+            path, choice = QFileDialog.getSaveFileName(self, f"Export {role}", str(Path.home() / (stem + ".onnx")),
+                                                       ";;".join(self.EXPORT_FORMATS))
+            if not path:
+                return None
+        fmt, quantize, suffix = self.EXPORT_FORMATS.get(choice or "", self.EXPORT_FORMATS["ONNX (*.onnx)"])
+        if not Path(path).suffix:
+            path += suffix
+        self.statusBar().showMessage(f"Exporting the {role} to {path} …")
+
+        def run(ckpt=loaded.checkpoint, out=path):
+            from core.export import export
+
+            return export(ckpt, out, fmt, quantize)
+
+        def done(meta, out=path):
+            size = Path(out).stat().st_size / 1024
+            self.statusBar().showMessage(f"Exported the {role} to {out} ({size:.0f} KiB, {meta.get('runtime', fmt)})", 10000)
+            self.model_exported.emit(out)
+
+        def failed(exc):
+            msg = error_text(exc)
+            self.statusBar().showMessage(f"Export failed: {msg}", 15000)
+            self.export_failed.emit(msg)
+
+        return start_worker(run, on_return=done, on_error=failed)
 
     def demo_paths(self) -> list[str]:
         paths = [str(p) for p in list_samples()]

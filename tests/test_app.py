@@ -410,3 +410,27 @@ def test_queue_runs_two_jobs_one_after_the_other(qtbot, training, modelnet40, tm
     assert all(f[1] == 0 for f in finished), finished
     assert (a / "report.json").is_file() and (b / "report.json").is_file()
     assert training.queue_list.count() == 0 and not training.has_running_job()
+
+
+@pytest.mark.timeout(120)
+def test_models_menu_exports_the_loaded_student(qtbot, window, tmp_path):
+    from core.export import onnx_session, read_export_metadata
+
+    out = tmp_path / "student_export"  # no suffix: the chosen format's is added
+    with qtbot.waitSignal(window.model_exported, timeout=60000) as blocker:
+        window.export_model("student", str(out), "ONNX, int8 weights (*.onnx)")
+    written = Path(blocker.args[0])
+    assert written.name == "student_export.int8.onnx" and written.is_file()
+    assert "int8" in read_export_metadata(written)["quantization"]
+    sess = onnx_session(written, threads=1)
+    x = np.zeros((2, 1024, 3), np.float32)
+    x[:, :, 0] = np.linspace(-0.5, 0.5, 1024)
+    logits = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert logits.shape == (2, len(window.compare.student.class_names)) and np.isfinite(logits).all()
+    assert "Exported the student" in window.statusBar().currentMessage()
+    # an impossible destination (its folder is a file) is a one-line message, and the app keeps working
+    (tmp_path / "a_file").write_text("x")
+    with qtbot.waitSignal(window.export_failed, timeout=60000) as blocker:
+        window.export_model("teacher", str(tmp_path / "a_file" / "t.onnx"), "ONNX (*.onnx)")
+    assert blocker.args[0] and "\n" not in blocker.args[0]
+    assert window.compare.teacher is not None
