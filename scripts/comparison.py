@@ -8,7 +8,8 @@ all runs are done. Jobs run one at a time as ``main.py`` subprocesses.
         --teacher assets/models/teacher.pt --root ~/runs/comparison --epochs 20 --seeds 0 1
 
 Budget: every method trains the student for ``--epochs`` epochs in total; T3DNet splits them
-into NetAug (half) then distillation (half). NetAug, e2e and DML make two forward/backward
+into NetAug (half) then distillation (half), on one cosine schedule (``t3dnet``) or with the
+schedule restarted at stage 2 (``t3dnet_restart``). NetAug, e2e and DML make two forward/backward
 passes per step, so their compute per epoch is about twice the others' (stated in RESULTS.md).
 """
 
@@ -26,7 +27,8 @@ METHODS = {
     "scratch": ("train", False),
     "kd": ("kd", True),
     "netaug": ("netaug", False),
-    "t3dnet": ("compress", True),
+    "t3dnet": ("compress", True),  # one cosine schedule across both stages (the default)
+    "t3dnet_restart": ("compress", True),  # each stage restarts its own schedule
     "e2e": ("e2e", True),
     "fitnet": ("fitnet", True),
     "dml": ("dml", False),
@@ -38,9 +40,10 @@ def command(method: str, args, seed: int, out: Path) -> list[str]:
     argv = [sys.executable, str(ROOT / "main.py"), cmd, "--model", args.model, "--width", str(args.width),
             "--data", args.data, "--preset", args.preset, "--out", str(out), "--seed", str(seed),
             "--events", "none"]
-    if method == "t3dnet":
+    if method.startswith("t3dnet"):
         half = args.epochs // 2
-        argv += ["--epochs", str(half), "--kd-epochs", str(args.epochs - half)]
+        argv += ["--epochs", str(half), "--kd-epochs", str(args.epochs - half),
+                 "--stage-schedule", "restart" if method == "t3dnet_restart" else "continuous"]
     else:
         argv += ["--epochs", str(args.epochs)]
     if needs_teacher:

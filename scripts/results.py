@@ -16,9 +16,10 @@ import statistics
 import sys
 from pathlib import Path
 
-ORDER = ["scratch", "kd", "netaug", "t3dnet", "e2e", "fitnet", "dml"]
+ORDER = ["scratch", "kd", "netaug", "t3dnet", "t3dnet_restart", "e2e", "fitnet", "dml"]
 LABELS = {
     "scratch": "scratch", "kd": "KD alone", "netaug": "NetAug alone", "t3dnet": "T3DNet (NetAug then KD)",
+    "t3dnet_restart": "T3DNet, each stage its own schedule",
     "e2e": "end-to-end (NetAug + KD in one stage)", "fitnet": "feature distillation (FitNet)",
     "dml": "deep mutual learning",
 }
@@ -72,7 +73,8 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for method in [m for m in ORDER if m in results]:
         curve = _curve(results[method][0]["_run"])
-        ax.plot(range(1, len(curve) + 1), [c * 100 for c in curve], label=LABELS[method], lw=2 if method == "t3dnet" else 1.2)
+        ax.plot(range(1, len(curve) + 1), [c * 100 for c in curve], label=LABELS[method],
+                lw=2 if method == "t3dnet" else 1.2, ls="--" if method == "t3dnet_restart" else "-")
     ax.set_xlabel("student epoch")
     ax.set_ylabel("ModelNet40 test OA % (no voting)")
     ax.grid(alpha=0.3)

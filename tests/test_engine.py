@@ -206,6 +206,59 @@ def test_t3dnet_pipeline_end_to_end(modelnet40, teacher_ckpt, tmp_path):
     assert "kd_loss" in step and "task_loss" in step
 
 
+def _step_lrs(run_dir: Path) -> list[tuple[int, float, dict]]:
+    events = [json.loads(l) for l in run_dir.joinpath("events.jsonl").read_text().splitlines()]
+    return [(e["global_step"] - 1, e["lr"], e) for e in events if e["type"] == "step"]
+
+
+@pytest.mark.parametrize("schedule", ["continuous", "restart"])
+def test_t3dnet_stage_schedules(modelnet40, teacher_ckpt, tmp_path, schedule):
+    cfg = load_config("smoke", overrides={"job": "t3dnet", "model": "pointnet2_ssg", "width": 0.125,
+                                          "data": str(modelnet40), "stage_schedule": schedule,
+                                          "distill": {"teacher": teacher_ckpt}, **SMALL})
+    run_job(cfg, tmp_path)
+    steps = 48 // 8  # steps per epoch; 2 epochs per stage
+    lr, lo = cfg.lr, cfg.min_lr
+
+    def cosine(g, total):
+        return lo + 0.5 * (lr - lo) * (1 + math.cos(math.pi * g / total))
+
+    s1, s2 = _step_lrs(tmp_path / "stage1_netaug"), _step_lrs(tmp_path / "stage2_distill")
+    assert s1 and s2
+    if schedule == "continuous":  # one cosine over both stages; stage 1 augments throughout
+        for g, got, _ in s1:
+            assert got == pytest.approx(cosine(g, 4 * steps))
+        for g, got, _ in s2:
+            assert got == pytest.approx(cosine(2 * steps + g, 4 * steps))
+        assert all("aug_loss" in e for _, _, e in s1)
+        assert s2[0][1] < s1[0][1] and s2[0][1] == pytest.approx(cosine(2 * steps, 4 * steps))
+    else:  # each stage has its own cosine; stage 1 stops augmenting half-way
+        for run in (s1, s2):
+            for g, got, _ in run:
+                assert got == pytest.approx(cosine(g, 2 * steps))
+        assert any("aug_loss" not in e for _, _, e in s1) and "aug_loss" in s1[0][2]
+
+
+def test_distill_init_from_a_netaug_training_checkpoint(modelnet40, teacher_ckpt, tmp_path):
+    """A supernet's last.pt initialises the student with its tiny slice."""
+    cfg = load_config("smoke", overrides={"job": "netaug", "model": "pointnet2_ssg", "width": 0.125,
+                                          "data": str(modelnet40), **SMALL})
+    run_job(cfg, tmp_path / "s1")
+    cfg2 = load_config("smoke", overrides={"job": "distill", "model": "pointnet2_ssg", "width": 0.125,
+                                           "data": str(modelnet40), "epochs": 1,
+                                           "distill": {"teacher": teacher_ckpt, "init": str(tmp_path / "s1" / "last.pt")},
+                                           **{k: v for k, v in SMALL.items() if k != "epochs"}})
+    from core.engine.trainer import Trainer
+
+    trainer = Trainer(cfg2, tmp_path / "s2")
+    trainer._setup()
+    supernet, _ = load_model(tmp_path / "s1" / "last.pt")
+    supernet.set_widths("tiny")
+    tiny = supernet.export()
+    for (k, a), (k2, b) in zip(tiny.state_dict().items(), trainer.model.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+
+
 @pytest.mark.parametrize("job", ["kd", "e2e", "fitnet", "dml"])
 def test_baselines_run(modelnet40, teacher_ckpt, tmp_path, job):
     over = {"job": job, "model": "pointnet2_ssg", "width": 0.125, "data": str(modelnet40), **SMALL, "epochs": 1}

@@ -147,3 +147,21 @@ def test_load_from_ours_refuses_a_supernet():
 
 def test_reference_registry_covers_every_model():
     assert reference.reference_names() == MODELS
+
+
+def test_port_ball_query_sort_selects_the_same_indices_as_topk():
+    """bench/train_speed.py's "port ref" column swaps the ball query for the common port's full
+    sort; it must select exactly the same neighbours, so that column times the same model."""
+    torch.manual_seed(0)
+    xyz = torch.rand(2, 512, 3)
+    centres = xyz[:, :64]
+    saved = reference.BALL_QUERY
+    try:
+        reference.BALL_QUERY = "topk"
+        a = reference.query_ball(0.2, 32, xyz, centres)
+        reference.BALL_QUERY = "sort"
+        b = reference.query_ball(0.2, 32, xyz, centres)
+    finally:
+        reference.BALL_QUERY = saved
+    assert torch.equal(a, b)
+    assert (a[..., 1:] != a[..., :1]).any()  # some centres have several neighbours: the test bites

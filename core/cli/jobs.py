@@ -31,6 +31,8 @@ def _add_job_options(p: argparse.ArgumentParser, model_required: bool) -> None:
     p.add_argument("--out", required=True, help="run directory (created; resumable)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--kd-epochs", type=int, default=None, help="compress: epochs of the distillation stage")
+    p.add_argument("--stage-schedule", choices=["continuous", "restart"], default=None,
+                   help="compress: one cosine across both stages (continuous, default) or one per stage")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
@@ -148,7 +150,7 @@ def run_stage(args) -> int:
         width = 1.0 if args.job == "train" else 0.125
     overrides = {
         "job": args.job, "model": args.model, "width": width, "data": args.data, "epochs": args.epochs,
-        "kd_epochs": args.kd_epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "kd_epochs": args.kd_epochs, "stage_schedule": args.stage_schedule, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "threads": args.threads, "device": args.device, "precision": args.precision, "dropout": args.dropout,
         "limit_train": args.limit_train, "limit_test": args.limit_test,
         "distill": {k: v for k, v in {"teacher": args.teacher, "init": args.init, "alpha": args.alpha,

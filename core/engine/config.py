@@ -66,6 +66,11 @@ class JobConfig:
     num_points: int = 1024
     epochs: int = 1
     kd_epochs: int = 0  # t3dnet: epochs of the distillation stage (0 = same as epochs)
+    # t3dnet: "continuous" runs both stages on one cosine schedule of epochs + kd_epochs (stage 2
+    # continues where stage 1 stopped); "restart" gives each stage its own full schedule.
+    stage_schedule: str = "continuous"
+    schedule_epochs: int = 0  # length of the cosine schedule in epochs (0: epochs)
+    schedule_offset: int = 0  # epochs of that schedule already run before this job (a later stage)
     batch_size: int = 32
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -106,6 +111,10 @@ class JobConfig:
             ("num_points", self.num_points >= 32, "must be at least 32"),
             ("optimizer", self.optimizer in ("adamw", "adam", "sgd"), "must be adamw, adam or sgd"),
             ("precision", self.precision in ("fp32", "bf16"), "must be fp32 or bf16"),
+            ("stage_schedule", self.stage_schedule in ("continuous", "restart"), "must be continuous or restart"),
+            ("schedule_offset", self.schedule_offset >= 0, "must be at least 0"),
+            ("schedule_epochs", self.schedule_epochs == 0 or self.schedule_epochs >= self.schedule_offset + self.epochs,
+             "must be 0 or at least schedule_offset + epochs"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
             ("dropout", self.dropout is None or 0 <= self.dropout < 1, "must be in [0, 1) or null"),
             ("distill.alpha", 0 <= self.distill.alpha <= 1, "must be in [0, 1]"),

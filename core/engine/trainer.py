@@ -112,6 +112,9 @@ class Trainer:
                                   **arch).to(self.device)
         if cfg.distill.init and self.job in ("distill", "kd", "fitnet"):
             init, _ = load_model(cfg.distill.init, expect_model=cfg.model)
+            if init.is_augmentable:  # a NetAug supernet (e.g. a stage-1 last.pt): its tiny model
+                init.set_widths("tiny")
+                init = init.export()
             if init.model_config.width != cfg.width or init.model_config.num_classes != nc:
                 raise JobError(f"{cfg.distill.init}: student init has width {init.model_config.width} and "
                                f"{init.model_config.num_classes} classes, job wants {cfg.width} and {nc}")
@@ -155,6 +158,9 @@ class Trainer:
         self.width_rng = random.Random(cfg.seed)
         self.steps_per_epoch = len(self.train_set) // cfg.batch_size
         self.total_steps = self.steps_per_epoch * cfg.epochs
+        # The cosine may be longer than this job (a stage of a continuous two-stage schedule).
+        self.schedule_steps = self.steps_per_epoch * (cfg.schedule_epochs or cfg.epochs)
+        self.schedule_start = self.steps_per_epoch * cfg.schedule_offset
         self.teacher_cache = None
         if views:
             self.teacher_cache = self._build_teacher_cache(views)
@@ -225,10 +231,11 @@ class Trainer:
 
     def _lr_at(self, step: int) -> float:
         cfg = self.cfg
+        step += self.schedule_start
         warm = cfg.warmup_epochs * self.steps_per_epoch
         if step < warm:
             return cfg.lr * (step + 1) / warm
-        t = (step - warm) / max(1, self.total_steps - warm)
+        t = (step - warm) / max(1, self.schedule_steps - warm)
         return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
     def _augment(self, pts: torch.Tensor) -> torch.Tensor:
@@ -248,7 +255,10 @@ class Trainer:
         return pts
 
     def _aug_active(self, epoch: int) -> bool:
-        cut = self.cfg.epochs * (1 - self.cfg.netaug.stop_fraction)
+        # Off for the last ``stop_fraction`` of the whole schedule (in a continuous T3DNet run, the
+        # distillation stage is that last part, so stage 1 augments throughout).
+        cfg = self.cfg
+        cut = (cfg.schedule_epochs or cfg.epochs) * (1 - cfg.netaug.stop_fraction) - cfg.schedule_offset
         return self.job in AUGMENTED_JOBS and epoch < cut
 
     # -- one step -----------------------------------------------------------------------------
@@ -536,13 +546,18 @@ def run_job(cfg: JobConfig, run_dir: str | Path, sink=None, cancel=None, resume:
     stage1_dir, stage2_dir = run_dir / "stage1_netaug", run_dir / "stage2_distill"
     if not (stage1_dir / "report.json").is_file():
         sink({"type": "stage", "stage": "netaug", "index": 1, "of": 2})
-        s1 = config_from_dict(cfg.to_dict() | {"job": "netaug"})
+        s1 = cfg.to_dict() | {"job": "netaug"}
+        if cfg.stage_schedule == "continuous":
+            s1 |= {"schedule_epochs": cfg.epochs + (cfg.kd_epochs or cfg.epochs), "schedule_offset": 0}
+        s1 = config_from_dict(s1)
         Trainer(s1, stage1_dir, sink, cancel).fit(resume)
     sink({"type": "stage", "stage": "distill", "index": 2, "of": 2})
     d2 = cfg.to_dict()
     d2["job"] = "distill"
     d2["epochs"] = cfg.kd_epochs or cfg.epochs
     d2["distill"] = dict(d2["distill"], init=str(stage1_dir / "student.pt"))
+    if cfg.stage_schedule == "continuous":
+        d2["schedule_epochs"], d2["schedule_offset"] = cfg.epochs + d2["epochs"], cfg.epochs
     report = Trainer(config_from_dict(d2), stage2_dir, sink, cancel).fit(resume)
     if report:
         report = dict(report, job="t3dnet", stages=[str(stage1_dir), str(stage2_dir)])
