@@ -293,6 +293,10 @@ def test_cached_teacher_outputs(modelnet40, teacher_ckpt, tmp_path):
     with torch.no_grad():
         expect = teacher(pts, groups.get(idx, 1))
     assert torch.allclose(cache["logits"][1, :4].float(), expect, atol=2e-2)
+    # Another seed reuses the same cache: its views do not depend on the run's seed.
+    events2 = []
+    run_job(load_config("smoke", overrides=over | {"seed": 1}), tmp_path / "seed1", sink=events2.append)
+    assert not any(e["type"] == "progress" and e.get("what") == "teacher cache" for e in events2)
 
 
 def test_resume_gives_the_same_weights(modelnet40, tmp_path):
