@@ -239,6 +239,10 @@ class TrainingPanel(QWidget):
         self.lr = QDoubleSpinBox(minimum=0, maximum=1, decimals=5, singleStep=0.0005, value=0)
         self.lr.setSpecialValueText("preset")
         self.lr.setToolTip("Peak learning rate (0: the preset's)")
+        self.temperature = QDoubleSpinBox(minimum=0, maximum=20, decimals=1, singleStep=0.5, value=0)
+        self.temperature.setSpecialValueText("preset")
+        self.temperature.setToolTip("Distillation temperature T (0: the preset's; the cpu preset uses 1 for "
+                                    "teachers trained with label smoothing, docs/RESULTS.md)")
         self.limit_train = self._spin(0, 100000, "Use only this many training shapes (0: all)")
         self.limit_test = self._spin(0, 100000, "Use only this many test shapes (0: all)")
         self.out = QLineEdit()
@@ -253,6 +257,7 @@ class TrainingPanel(QWidget):
         form.addRow("Epochs", self.epochs)
         form.addRow("Batch size", self.batch)
         form.addRow("Learning rate", self.lr)
+        form.addRow("KD temperature", self.temperature)
         form.addRow("Limit train", self.limit_train)
         form.addRow("Limit test", self.limit_test)
         form.addRow("Run dir", self.out)
@@ -349,6 +354,7 @@ class TrainingPanel(QWidget):
 
     def _job_changed(self, kind: str) -> None:
         self.teacher[0].setEnabled(kind in NEEDS_TEACHER)
+        self.temperature.setEnabled(kind in NEEDS_TEACHER and kind != "fitnet")
 
     def set_dark(self, dark: bool) -> None:
         self.graphs.setBackground("#1f2126" if dark else "w")
@@ -369,6 +375,8 @@ class TrainingPanel(QWidget):
                 args += [flag, str(w.value())]
         if self.lr.value() > 0:
             args += ["--lr", f"{self.lr.value():g}"]
+        if self.temperature.isEnabled() and self.temperature.value() > 0:
+            args += ["--temperature", f"{self.temperature.value():g}"]
         return args + ["--events", "json"], out
 
     # --- queue --------------------------------------------------------------------------------

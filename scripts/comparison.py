@@ -50,6 +50,10 @@ def command(method: str, args, seed: int, out: Path) -> list[str]:
         argv += ["--teacher", args.teacher]
     if args.limit_train:
         argv += ["--limit-train", str(args.limit_train)]
+    if needs_teacher and args.temperature is not None:
+        argv += ["--temperature", str(args.temperature)]
+    if needs_teacher and args.alpha is not None:
+        argv += ["--alpha", str(args.alpha)]
     if args.dropout is not None:
         argv += ["--dropout", str(args.dropout)]
     if args.threads:
@@ -70,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--limit-train", type=int, default=0)
     p.add_argument("--dropout", type=float, default=None, help="student head dropout (default: the architecture's)")
+    p.add_argument("--temperature", type=float, default=None, help="KD temperature of the teacher methods (default: the preset's)")
+    p.add_argument("--alpha", type=float, default=None, help="KD weight of the teacher methods (default: the preset's)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per job (0: torch's default)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)

@@ -64,7 +64,21 @@ def table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict[str, list[dict]], path: Path) -> None:
+def _extra_curve(spec: str) -> tuple[str, list[float]]:
+    """``LABEL=DIR[:N],DIR[:N],...``: the test-OA histories of run directories, each cut to its
+    first N epochs when given, concatenated (e.g. a stage 2 started from another run's epoch N)."""
+    label, _, parts = spec.rpartition("=")  # the label may hold "=" (T=1), paths do not
+    if not parts:
+        raise SystemExit(f"--extra {spec!r}: expected LABEL=DIR[:N],DIR[:N],...")
+    oa: list[float] = []
+    for part in parts.split(","):
+        d, _, n = part.partition(":")
+        hist = [h["val_oa"] for h in json.loads((Path(d).expanduser() / "report.json").read_text())["history"]]
+        oa += hist[: int(n)] if n else hist
+    return label, oa
+
+
+def plot(results: dict[str, list[dict]], path: Path, extras: list[str] = (), title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,11 +89,14 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
         curve = _curve(results[method][0]["_run"])
         ax.plot(range(1, len(curve) + 1), [c * 100 for c in curve], label=LABELS[method],
                 lw=2 if method == "t3dnet" else 1.2, ls="--" if method == "t3dnet_restart" else "-")
+    for spec in extras:
+        label, curve = _extra_curve(spec)
+        ax.plot(range(1, len(curve) + 1), [c * 100 for c in curve], label=label, lw=1.2, ls=":")
     ax.set_xlabel("student epoch")
     ax.set_ylabel("ModelNet40 test OA % (no voting)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("width-1/8 PointNet++ students, equal epoch budget")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
 
@@ -88,6 +105,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True)
     p.add_argument("--plot", default=None, help="write the learning-curve PNG here")
+    p.add_argument("--extra", action="append", default=[], metavar="LABEL=DIR[:N],DIR",
+                   help="also plot an experiment: run histories concatenated (DIR:N keeps N epochs)")
+    p.add_argument("--title", default="width-1/8 PointNet++ students, equal epoch budget")
     args = p.parse_args(argv)
     results = collect(Path(args.root).expanduser())
     if not results:
@@ -95,7 +115,7 @@ def main(argv=None) -> int:
         return 1
     print(table(results))
     if args.plot:
-        plot(results, Path(args.plot))
+        plot(results, Path(args.plot), args.extra, args.title)
     return 0
 
 

@@ -155,6 +155,22 @@ def training(qtbot, tmp_path):
     p.stop_all()
 
 
+def test_form_arguments_follow_the_job_kind(training, tmp_path):
+    training.job_kind.setCurrentText("compress")
+    training.temperature.setValue(2)
+    training.epochs.setValue(3)
+    args, out = training.form_args()
+    assert args[0] == "compress" and args[args.index("--temperature") + 1] == "2"
+    assert args[args.index("--epochs") + 1] == "3" and "--teacher" in args
+    assert Path(out).parent == tmp_path
+    training.job_kind.setCurrentText("train")  # no teacher: no temperature, whatever the field says
+    args, _ = training.form_args()
+    assert "--temperature" not in args and "--teacher" not in args
+    training.job_kind.setCurrentText("kd")
+    training.temperature.setValue(0)  # "preset": the flag is left out
+    assert "--temperature" not in training.form_args()[0]
+
+
 @pytest.mark.timeout(150)
 def test_smoke_job_runs_from_the_panel_and_curves_fill(qtbot, training, modelnet40, tmp_path):
     out = tmp_path / "run1"
