@@ -547,20 +547,21 @@ def run_job(cfg: JobConfig, run_dir: str | Path, sink=None, cancel=None, resume:
         return Trainer(cfg, run_dir, sink, cancel).fit(resume)
     sink = sink or _noop
     stage1_dir, stage2_dir = run_dir / "stage1_netaug", run_dir / "stage2_distill"
+    kd_epochs = cfg.kd_epochs or cfg.epochs
     if not (stage1_dir / "report.json").is_file():
         sink({"type": "stage", "stage": "netaug", "index": 1, "of": 2})
         s1 = cfg.to_dict() | {"job": "netaug"}
         if cfg.stage_schedule == "continuous":
-            s1 |= {"schedule_epochs": cfg.epochs + (cfg.kd_epochs or cfg.epochs), "schedule_offset": 0}
+            s1 |= {"schedule_epochs": cfg.epochs + kd_epochs, "schedule_offset": 0}
         s1 = config_from_dict(s1)
         Trainer(s1, stage1_dir, sink, cancel).fit(resume)
     sink({"type": "stage", "stage": "distill", "index": 2, "of": 2})
     d2 = cfg.to_dict()
     d2["job"] = "distill"
-    d2["epochs"] = cfg.kd_epochs or cfg.epochs
+    d2["epochs"] = kd_epochs
     d2["distill"] = dict(d2["distill"], init=str(stage1_dir / "student.pt"))
     if cfg.stage_schedule == "continuous":
-        d2["schedule_epochs"], d2["schedule_offset"] = cfg.epochs + d2["epochs"], cfg.epochs
+        d2["schedule_epochs"], d2["schedule_offset"] = cfg.epochs + kd_epochs, cfg.epochs
     report = Trainer(config_from_dict(d2), stage2_dir, sink, cancel).fit(resume)
     if report:
         report = dict(report, job="t3dnet", stages=[str(stage1_dir), str(stage2_dir)])
