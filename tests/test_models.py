@@ -219,3 +219,28 @@ def test_grouping_does_not_depend_on_autocast_precision(name):
             assert torch.equal(a["centres"], b["centres"])
             assert all(torch.equal(p, q) for p, q in zip(a["neighbours"], b["neighbours"]))
     assert torch.isfinite(out.float()).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_max_rows_equals_max_with_the_same_gradient_per_point(dtype):
+    """max_rows pools channels-last; values equal max(-2), and each row's gradient total equals
+    max's, also with duplicated neighbours (a padded ball query repeats its first index)."""
+    from core.models.layers import max_rows
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 7, 6, generator=g).to(dtype)
+    x[:, :, 4] = x[:, :, 0]  # exact ties
+    grad = torch.randn(3, 5, 6, generator=g).to(dtype)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours, ref = max_rows(a), a.detach().max(-2).values
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    ours.backward(grad)
+    b.max(-2).values.backward(grad)
+    # Ties may send the gradient to another duplicate; per (centre, channel) the total is the same.
+    torch.testing.assert_close(a.grad.sum(-2), b.grad.sum(-2), rtol=0, atol=0)
+    assert (a.grad != 0).sum() == (b.grad != 0).sum()
+    with torch.no_grad():  # the plain pooling path (what inference and export run)
+        torch.testing.assert_close(max_rows(x), ref, rtol=0, atol=0)
+    # Any leading shape: (B, N, C) pools over N.
+    y = torch.randn(2, 9, 4, generator=g).to(dtype)
+    torch.testing.assert_close(max_rows(y), y.max(1).values, rtol=0, atol=0)

@@ -165,3 +165,35 @@ def test_port_ball_query_sort_selects_the_same_indices_as_topk():
         reference.BALL_QUERY = saved
     assert torch.equal(a, b)
     assert (a[..., 1:] != a[..., :1]).any()  # some centres have several neighbours: the test bites
+
+
+def test_channels_first_and_rows_layouts_agree_on_a_supernet(monkeypatch):
+    """PointNet++ runs thin grouped MLPs channels-first and wide ones as rows; on a supernet at
+    mixed widths (some branches thin, some wide) both layouts give the same outputs, gradients
+    and BN statistics as running everything as rows."""
+    import core.models.layers as layers
+
+    results, default = [], layers.CHANNELS_FIRST_MAX
+    for limit in (default, 0):
+        monkeypatch.setattr(layers, "CHANNELS_FIRST_MAX", limit)
+        torch.manual_seed(0)
+        model = create_model("pointnet2_msg", num_classes=10, width=1 / 8, aug_factors=(1.0, 2.0, 3.0)).double()
+        widths = model.sample_widths(__import__("random").Random(3))
+        model.set_widths(widths)
+        model.train()
+        x = _points("pointnet2_msg", 1 / 8, batch=2, seed=4).double()
+        out = model(x)
+        out.square().sum().backward()
+        grads = [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
+        stats = [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        results.append((out.detach(), grads, stats))
+    thin = [layer.linear.active_out for level in model.levels[:2] for b in level.branches for layer in b.layers[:1]]
+    assert min(thin) <= default < max(thin), thin  # both paths exercised
+    (o1, g1, s1), (o2, g2, s2) = results
+    torch.testing.assert_close(o1, o2)
+    for a, b in zip(g1, g2):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    for a, b in zip(s1, s2):
+        torch.testing.assert_close(a, b)

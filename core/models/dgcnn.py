@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .base import ClassifierBase, ClassifierHead
-from .layers import LinearBNAct, WidthSpec, count_linear_macs, gather_points, knn
+from .layers import LinearBNAct, WidthSpec, count_linear_macs, gather_points, knn, max_rows
 
 
 class EdgeConv(nn.Module):
@@ -34,7 +34,7 @@ class EdgeConv(nn.Module):
         per_ctr = x @ (w_ctr - w_nbr).t()
         count_linear_macs(idx.numel(), w)  # reference convention: one row per edge
         y = gather_points(per_nbr, idx) + per_ctr.unsqueeze(2)
-        return self.unit.post(y).max(2).values
+        return max_rows(self.unit.post(y))
 
 
 class DGCNN(ClassifierBase):
@@ -69,7 +69,7 @@ class DGCNN(ClassifierBase):
             x = conv(x, idx)
             outs.append(x)
         y = self.embed(torch.cat(outs, -1))
-        return torch.cat([y.max(1).values, y.mean(1)], -1)
+        return torch.cat([max_rows(y), y.mean(1)], -1)
 
 
 def dgcnn(num_classes: int = 40, width: float = 1.0, aug_factors=(1.0,), **kw) -> DGCNN:

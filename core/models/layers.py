@@ -24,6 +24,12 @@ Segment = Union[int, "SlimLinear"]
 # When a list, every linear layer adds its multiply-accumulates here (see core.models.complexity).
 MAC_COUNTER: list[int] | None = None
 
+# Layers at most this wide run channels-first ``(C, M)`` inside grouped MLPs, wider ones as rows
+# ``(M, C)`` (same outputs). A row of fewer than 16 fp32 channels leaves AVX-512 lanes idle.
+# 12 was the fastest limit for the tiny SSG and MSG in fp32 and bf16 (bench/tiny_step_variants.py,
+# part C; docs/BENCHMARKS_TINY_VARIANTS.md). Wider models are unaffected (all layers wider).
+CHANNELS_FIRST_MAX = 12
+
 
 def count_linear_macs(rows: int, weight: torch.Tensor) -> None:
     """Record ``rows x in x out`` MACs of a linear map applied to ``rows`` rows."""
@@ -152,14 +158,14 @@ class SlimGridLinear(SlimLinear):
 
 
 class SlimBatchNorm(nn.BatchNorm1d):
-    """BatchNorm over the channels of rows ``(M, C)`` that follows the width of ``layer``."""
+    """BatchNorm over the channels of rows ``(M, C)`` or of ``(1, C, M)``, following ``layer``'s width."""
 
     def __init__(self, layer: SlimLinear, **kw) -> None:
         super().__init__(layer.out_features, **kw)
         self.layer = [layer]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[-1]
+        c = x.shape[1]  # rows (M, C) or channels-first (1, C, M)
         if c == self.num_features:
             return super().forward(x)
         momentum = 0.0 if self.momentum is None else self.momentum
@@ -217,6 +223,32 @@ class LinearBNAct(nn.Module):
             y = F.leaky_relu(y, 0.2, inplace=True)
         return y.reshape(shape)
 
+    def forward_flex(self, x: torch.Tensor, x_cf: bool) -> tuple[torch.Tensor, bool]:
+        """The layer on 2-D input, rows ``(M, C)`` or channels-first ``(C, M)`` (``x_cf``).
+
+        The output comes channels-first when the layer is at most ``CHANNELS_FIRST_MAX`` wide,
+        as rows otherwise; a transposed operand costs the matmul nothing. Returns it and its
+        layout flag."""
+        w, b = self.linear.effective_weight()
+        if MAC_COUNTER is not None:
+            count_linear_macs(x.shape[1] if x_cf else x.shape[0], w)
+        if w.shape[0] <= CHANNELS_FIRST_MAX:
+            xin = x if x_cf else x.t()
+            y = torch.addmm(b.unsqueeze(1), w, xin) if b is not None else w @ xin
+            return self.post_cf(y), True
+        xin = x.t() if x_cf else x
+        y = torch.addmm(b, xin, w.t()) if b is not None else xin @ w.t()
+        return self.post(y), False
+
+    def post_cf(self, y: torch.Tensor) -> torch.Tensor:
+        """BN and activation of a channels-first linear output ``(C, M)``."""
+        y = self.bn(y.unsqueeze(0))
+        if self.act == "relu":
+            y = F.relu(y, inplace=True)
+        elif self.act == "leaky":
+            y = F.leaky_relu(y, 0.2, inplace=True)
+        return y[0]
+
 
 class SharedMLP(nn.Module):
     """A chain of :class:`LinearBNAct` layers (PointNet's shared MLP, channels-last)."""
@@ -238,6 +270,16 @@ class SharedMLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer.post(x) if (i == 0 and skip_first_linear) else layer(x)
         return x
+
+    def forward_flex(self, x: torch.Tensor, x_cf: bool, skip_first_linear: bool = False) -> tuple[torch.Tensor, bool]:
+        """The chain on 2-D rows or channels-first input, each layer in the layout that suits its
+        width (:meth:`LinearBNAct.forward_flex`); returns the output and its layout flag."""
+        for i, layer in enumerate(self.layers):
+            if i == 0 and skip_first_linear:
+                x = layer.post_cf(x) if x_cf else layer.post(x)
+            else:
+                x, x_cf = layer.forward_flex(x, x_cf)
+        return x, x_cf
 
 
 class WidthSpec:
@@ -262,6 +304,45 @@ def _seg_active(seg: Segment) -> int:
     if isinstance(seg, SlimGridLinear):
         return seg.grid_k * seg.grid_k
     return seg.active_out
+
+
+class _MaxOverRows(torch.autograd.Function):
+    """Max over K of ``(B, S, K, C)`` rows by channels-last max-pooling; backward scatters the
+    gradient into the winners (as ``max(dim).values`` does)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        b, s, k, c = x.shape
+        vals, idx = F.max_pool2d(x.permute(0, 3, 1, 2), (1, k), return_indices=True)
+        ctx.save_for_backward(idx)
+        ctx.shape = (b, s, k, c)
+        return vals.squeeze(3).permute(0, 2, 1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (idx,) = ctx.saved_tensors
+        b, s, k, c = ctx.shape
+        out = grad.new_zeros(b, s * k, c)
+        out.scatter_(1, idx.squeeze(3).permute(0, 2, 1), grad)  # idx = s * K + k
+        return out.view(b, s, k, c)
+
+
+def max_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x.max(-2).values`` for rows ``(..., K, C)``: max-pooling over K in channels-last layout.
+
+    A reduction over K with C innermost is strided; the channels-last pooling kernel reads the
+    rows contiguously: 3-4x faster in training, 6-16x in inference, same values (measured:
+    bench/tiny_step_variants.py). A traced graph (TorchScript, ONNX) gets the plain reduction:
+    its pooling window would be a traced shape, which ONNX export refuses."""
+    if torch.jit.is_tracing():
+        return x.max(-2).values
+    *lead, k, c = x.shape
+    x4 = x.contiguous().view(1, -1, k, c)
+    if x.requires_grad and torch.is_grad_enabled():
+        out = _MaxOverRows.apply(x4)
+    else:
+        out = F.max_pool2d(x4.permute(0, 3, 1, 2), (1, k)).squeeze(3).permute(0, 2, 1)
+    return out.reshape(*lead, c)
 
 
 def slim_layers(module: nn.Module) -> Iterable[SlimLinear]:

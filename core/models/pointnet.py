@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .base import ClassifierBase, ClassifierHead
-from .layers import LinearBNAct, SharedMLP, SlimGridLinear, SlimLinear, WidthSpec
+from .layers import LinearBNAct, SharedMLP, SlimGridLinear, SlimLinear, WidthSpec, max_rows
 
 
 class TNet(nn.Module):
@@ -29,7 +29,7 @@ class TNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = x.shape[-1]
-        y = self.fc3(self.fc2(self.fc1(self.mlp(x).max(1).values)))
+        y = self.fc3(self.fc2(self.fc1(max_rows(self.mlp(x)))))
         return y.view(-1, k, k) + torch.eye(k, device=x.device, dtype=x.dtype)
 
 
@@ -49,7 +49,7 @@ class PointNet(ClassifierBase):
         x = torch.bmm(points, self.stn(points))
         x = self.conv1(x)
         x = torch.bmm(x, self.fstn(x))
-        return self.conv3(self.conv2(x)).max(1).values
+        return max_rows(self.conv3(self.conv2(x)))
 
 
 def pointnet(num_classes: int = 40, width: float = 1.0, aug_factors=(1.0,), **kw) -> PointNet:
