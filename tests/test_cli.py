@@ -124,3 +124,27 @@ def test_torchrun_two_processes_stay_in_sync(modelnet40, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert report["world_size"] == 2 and report["ranks_in_sync"] is True
+
+
+def test_config_file_model_and_width_are_not_overridden_by_cli_defaults(tmp_path):
+    """configs/teacher_pointnet_cpu.yaml's documented command gives no --model: the file's
+    model: and width: count; explicit options still win; a teacher needs a model from somewhere."""
+    from core.cli import build_parser
+    from core.cli.jobs import stage_config
+    from core.engine.config import ConfigError
+
+    parser = build_parser()
+    cfg_file = ROOT / "configs" / "teacher_pointnet_cpu.yaml"
+    base = ["--data", "data", "--out", str(tmp_path / "r")]
+    cfg = stage_config(parser.parse_args(["train", "--config", str(cfg_file), *base]))
+    assert (cfg.model, cfg.width, cfg.epochs) == ("pointnet", 1.0, 20)
+    cfg = stage_config(parser.parse_args(["train", "--config", str(cfg_file), "--model", "dgcnn", "--width", "0.5", *base]))
+    assert (cfg.model, cfg.width) == ("dgcnn", 0.5)
+    student = tmp_path / "student.yaml"
+    student.write_text("model: pointnet\nwidth: 0.25\n")
+    cfg = stage_config(parser.parse_args(["kd", "--config", str(student), "--teacher", "t.pt", *base]))
+    assert (cfg.model, cfg.width) == ("pointnet", 0.25)
+    cfg = stage_config(parser.parse_args(["kd", "--teacher", "t.pt", *base]))
+    assert (cfg.model, cfg.width) == ("pointnet2_ssg", 0.125)
+    with pytest.raises(ConfigError, match="--model"):
+        stage_config(parser.parse_args(["train", *base]))

@@ -22,9 +22,11 @@ STAGES = {
 
 
 def _add_job_options(p: argparse.ArgumentParser, model_required: bool) -> None:
-    p.add_argument("--model", required=model_required, default=None if model_required else "pointnet2_ssg",
-                   help="registered model name (see: models)")
-    p.add_argument("--width", type=float, default=None, help="width multiplier (student default 0.125)")
+    p.add_argument("--model", default=None,
+                   help="registered model name (see: models); " +
+                   ("required unless --config sets model:" if model_required else "default pointnet2_ssg"))
+    p.add_argument("--width", type=float, default=None,
+                   help="width multiplier (default: --config's, else " + ("1" if model_required else "0.125") + ")")
     p.add_argument("--data", required=True, help="dataset folder (e.g. ../shared/data/modelnet40_npy1024)")
     p.add_argument("--preset", default="cpu", help="paper | cpu | smoke (default cpu)")
     p.add_argument("--config", default=None, help="YAML file of job keys (applied after the preset)")
@@ -142,14 +144,24 @@ def _run(fn, run_dir: Path, events: str) -> int:
 
 
 def run_stage(args) -> int:
-    from core.engine.config import load_config
     from core.engine.trainer import run_job
 
-    width = args.width
-    if width is None:
-        width = 1.0 if args.job == "train" else 0.125
+    cfg = stage_config(args)
+    out = Path(args.out)
+    return _run(lambda sink, cancel: run_job(cfg, out, sink, cancel), out, args.events)
+
+
+def stage_config(args):
+    """The job's typed config: defaults <- --preset <- --config <- explicit options."""
+    from core.engine.config import ConfigError, load_config
+
+    # A teacher (train) has no default model; students default to the width-1/8 SSG. --config's
+    # model: and width: count unless the command line gives them.
+    defaults = {"width": 1.0} if args.job == "train" else {"model": "pointnet2_ssg", "width": 0.125}
+    if args.job == "train" and args.model is None and not _config_sets(args.config, "model"):
+        raise ConfigError("train: give --model (see: python main.py models) or a --config that sets model:")
     overrides = {
-        "job": args.job, "model": args.model, "width": width, "data": args.data, "epochs": args.epochs,
+        "job": args.job, "model": args.model, "width": args.width, "data": args.data, "epochs": args.epochs,
         "kd_epochs": args.kd_epochs, "stage_schedule": args.stage_schedule, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "threads": args.threads, "device": args.device, "precision": args.precision, "dropout": args.dropout,
         "limit_train": args.limit_train, "limit_test": args.limit_test,
@@ -157,9 +169,20 @@ def run_stage(args) -> int:
                                        "temperature": args.temperature, "cache_views": args.cache_views}.items()
                     if v is not None},
     }
-    cfg = load_config(args.preset, args.config, overrides)
-    out = Path(args.out)
-    return _run(lambda sink, cancel: run_job(cfg, out, sink, cancel), out, args.events)
+    return load_config(args.preset, args.config, overrides, defaults=defaults)
+
+
+def _config_sets(path: str | None, key: str) -> bool:
+    """Whether the YAML file at ``path`` sets ``key`` (an unreadable file is reported later)."""
+    if not path:
+        return False
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return True  # load_config gives the precise error
+    return isinstance(loaded, dict) and loaded.get(key) is not None
 
 
 def run_resume(args) -> int:

@@ -227,9 +227,11 @@ def load_config(
     preset: str | None = None,
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> JobConfig:
-    """Defaults <- preset <- YAML file <- explicit overrides, validated."""
-    data: dict = {}
+    """Defaults (``defaults`` over the dataclass's) <- preset <- YAML file <- explicit overrides
+    (``None`` values skipped), validated."""
+    data: dict = dict(defaults or {})
     if preset:
         if preset not in PRESETS:
             raise ConfigError(f"preset: unknown preset {preset!r} (one of {', '.join(PRESETS)})")
