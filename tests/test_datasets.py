@@ -307,3 +307,20 @@ def test_damaged_cache_file_is_rebuilt(tmp_path, cache):
     cache_file.write_bytes(b"PK\x03\x04 broken")
     again = load_split(root, "train", P, progress=False)
     np.testing.assert_array_equal(again.points, first.points)
+
+
+def test_building_a_cache_spares_another_process_file_in_flight(tmp_path, cache):
+    """Two jobs started together build the same split: the stale-version sweep of one must not
+    delete the other's temporary file (it did, and the other job died on its rename)."""
+    root = tmp_path / "ds"
+    (root / "a" / "train").mkdir(parents=True)
+    for i in range(2):
+        np.save(root / "a" / "train" / f"{i}.npy", _tall_shape(i))
+    load_split(root, "train", P, progress=False)
+    (built,) = cache.glob("*.npz")
+    stale = built.with_name(built.name.rsplit("_", 1)[0] + "_000000000000.npz")
+    built.rename(stale)  # an older version of the split
+    in_flight = built.with_name(built.stem + ".99999.tmp.npz")
+    in_flight.write_bytes(b"another process is writing this")
+    load_split(root, "train", P, progress=False)
+    assert built.is_file() and in_flight.is_file() and not stale.exists()

@@ -347,7 +347,9 @@ def load_split(root: str | os.PathLike, split: str = "train", num_points: int = 
     if len(labels) == 0:
         raise DatasetError(f"{lay.root}: the '{split}' split has no shapes")
     for old in cache_dir().glob(f"{stem}_*.npz"):  # stale versions of this split
-        old.unlink(missing_ok=True)
+        # Not another process's file in flight (two jobs started together build the same cache).
+        if old != cache and ".tmp." not in old.name:
+            old.unlink(missing_ok=True)
     tmp = cache.with_name(cache.stem + f".{os.getpid()}.tmp.npz")
     np.savez(tmp, points=pts, labels=labels, shape_ids=np.asarray(ids, dtype=str))
     os.replace(tmp, cache)
