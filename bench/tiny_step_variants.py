@@ -16,8 +16,9 @@ B. The max over each centre's neighbours (rows ``(B, S, K, C)``): ``max(2).value
 C. The tiny SSG and MSG training steps at several channels-first limits
    (``core.models.layers.CHANNELS_FIRST_MAX``; 0 runs every layer as rows).
 D. The whole tiny SSG training step (grouping reused, Adam): the reference; ours eager fp32 and
-   bf16 with every grouped MLP as rows (``_all_rows``) and as the models run; ours under
-   ``torch.compile`` (inductor, C++ backend) fp32 and bf16.
+   bf16 with every grouped MLP as rows (``_all_rows``), with BN and ReLU before the max over
+   neighbours (``_unfused_max``: ``core.models.layers.FUSED_MAX`` off) and as the models run;
+   ours under ``torch.compile`` (inductor, C++ backend) fp32 and bf16.
 
     .venv/bin/python bench/tiny_step_variants.py --out docs/BENCHMARKS_TINY_VARIANTS.md
 """
@@ -127,20 +128,22 @@ def model_steps(batch: int, points: int, compile_: bool) -> tuple[dict, float]:
 
     import core.models.layers as layers
 
-    default = layers.CHANNELS_FIRST_MAX
-
-    def layout(limit, step):
+    def setting(name, value, step):
+        """``step`` with ``core.models.layers.<name>`` set to ``value`` (restored after)."""
         def run():
-            layers.CHANNELS_FIRST_MAX = limit
+            default = getattr(layers, name)
+            setattr(layers, name, value)
             try:
                 step()
             finally:
-                layers.CHANNELS_FIRST_MAX = default
+                setattr(layers, name, default)
         return run
 
     steps = {"reference": train(ref, lambda: ref(x)),
-             "eager_fp32_all_rows": layout(0, train(ours, lambda: ours(x, groups))),
-             "eager_bf16_all_rows": layout(0, train(ours, lambda: ours(x, groups), True)),
+             "eager_fp32_all_rows": setting("CHANNELS_FIRST_MAX", 0, train(ours, lambda: ours(x, groups))),
+             "eager_bf16_all_rows": setting("CHANNELS_FIRST_MAX", 0, train(ours, lambda: ours(x, groups), True)),
+             "eager_fp32_unfused_max": setting("FUSED_MAX", False, train(ours, lambda: ours(x, groups))),
+             "eager_bf16_unfused_max": setting("FUSED_MAX", False, train(ours, lambda: ours(x, groups), True)),
              "eager_fp32": train(ours, lambda: ours(x, groups)),
              "eager_bf16": train(ours, lambda: ours(x, groups), True)}
     check = None
@@ -251,6 +254,7 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=40.0, help="timed seconds per part")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile columns")
     p.add_argument("--no-sweep", action="store_true", help="skip the channels-first limit sweep (part C)")
+    p.add_argument("--parts", default="ABCD", help="which parts to run (default ABCD)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -259,34 +263,42 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()[0]
 
     rows = args.batch * 512 * 32
-    c_steps, chain = chain_steps(rows)
-    x = torch.randn(rows, 3, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        base = chain.rows(x)
-        diffs = {"folded": (chain.folded(x) - base).abs().max().item(),
-                 "channels_first": (chain.channels_first(x.t().contiguous()).t() - base).abs().max().item()}
-    a = measure(c_steps, args.seconds)
+    parts = args.parts.upper()
+    a, diffs = {}, {}
+    if "A" in parts:
+        c_steps, chain = chain_steps(rows)
+        x = torch.randn(rows, 3, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            base = chain.rows(x)
+            diffs = {"folded": (chain.folded(x) - base).abs().max().item(),
+                     "channels_first": (chain.channels_first(x.t().contiguous()).t() - base).abs().max().item()}
+        a = measure(c_steps, args.seconds)
     c = {}
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (torch.float32, torch.bfloat16) if "B" in parts else ():
         steps, diff = max_steps(dtype)
         c[dtype] = (measure(steps, args.seconds / 4), diff)
     d = {name: measure(sweep_steps(name, args.batch, args.points), args.seconds)
-         for name in ("pointnet2_ssg", "pointnet2_msg")} if not args.no_sweep else {}
-    m_steps, check = model_steps(args.batch, args.points, not args.no_compile)
-    b = measure(m_steps, args.seconds)
-    compiled_diff = check() if check else float("nan")
+         for name in ("pointnet2_ssg", "pointnet2_msg")} if not args.no_sweep and "C" in parts else {}
+    b, compiled_diff = {}, float("nan")
+    if "D" in parts:
+        m_steps, check = model_steps(args.batch, args.points, not args.no_compile)
+        b = measure(m_steps, args.seconds)
+        compiled_diff = check() if check else float("nan")
     load1 = os.getloadavg()[0]
 
-    lines = [f"## A. First set abstraction's MLP ({rows:,} rows at batch {args.batch}), forward + backward", "",
-             "| formulation | ms per step | speed-up over `rows` | max abs difference from `rows` | timed steps |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = []
+    if a:
+        lines += [f"## A. First set abstraction's MLP ({rows:,} rows at batch {args.batch}), forward + backward", "",
+                  "| formulation | ms per step | speed-up over `rows` | max abs difference from `rows` | timed steps |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
     for k, (t, n, _) in a.items():
         lines.append(f"| {k} | {t * 1e3:.1f} | {a['rows'][0] / t:.2f}x | {diffs.get(k, 0.0):.1e} | {n} |")
-    lines += ["", "## B. Max over each centre's neighbours, (B, S, K, C) rows: "
-              + ", ".join("x".join(map(str, sh)) for sh in MAX_SHAPES) + " (all four per step)", "",
-              "| dtype | training, `max(2).values` (ms) | training, `max_rows` (ms) | speed-up "
-              "| inference, `max(2).values` (ms) | inference, `max_rows` (ms) | speed-up | max abs difference |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    if c:
+        lines += ["", "## B. Max over each centre's neighbours, (B, S, K, C) rows: "
+                  + ", ".join("x".join(map(str, sh)) for sh in MAX_SHAPES) + " (all four per step)", "",
+                  "| dtype | training, `max(2).values` (ms) | training, `max_rows` (ms) | speed-up "
+                  "| inference, `max(2).values` (ms) | inference, `max_rows` (ms) | speed-up | max abs difference |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for dtype, (r, diff) in c.items():
         tr, tm, ir, im = (r[k][0] * 1e3 for k in ("max(2) train", "max_rows train", "max(2) infer", "max_rows infer"))
         lines.append(f"| {str(dtype).replace('torch.', '')} | {tr:.1f} | {tm:.1f} | {tr / tm:.2f}x | {ir:.1f} | {im:.1f} "
@@ -302,21 +314,22 @@ def main(argv=None) -> int:
             for bf16 in (False, True):
                 lines.append(f"| {name} | {'bf16' if bf16 else 'fp32'} | "
                              + " | ".join(f"{args.batch / r[(lim, bf16)][0]:.1f}" for lim in SWEEP_LIMITS) + " |")
-    lines += ["", "## D. Whole tiny PointNet++ SSG training step (grouping reused, Adam)", "",
-              "| column | samples/s | over the reference | over ours eager (same precision) | first 3 steps (s) | timed steps |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    if b:
+        lines += ["", "## D. Whole tiny PointNet++ SSG training step (grouping reused, Adam)", "",
+                  "| column | samples/s | over the reference | over ours eager (same precision) | first 3 steps (s) | timed steps |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for k, (t, n, w) in b.items():
         same = "eager_bf16" if "bf16" in k else "eager_fp32"
         over = f"{b[same][0] / t:.2f}x" if k != "reference" else "-"
         lines.append(f"| {k} | {args.batch / t:.1f} | {b['reference'][0] / t:.2f}x | {over} | {w:.1f} | {n} |")
-    if not args.no_compile:
+    if b and not args.no_compile:
         lines += ["", f"Compiled vs eager forward (eval mode, fp32), max abs difference: {compiled_diff:.1e}."]
     body = "\n".join(lines) + "\n"
     print(body)
     if args.out:
         cmd = " ".join([".venv/bin/python", "bench/tiny_step_variants.py", *(sys.argv[1:] if argv is None else argv)])
         noise = (f"Another training job was running: the ratios (interleaved) are the numbers to read.\n\n```\n{busy}\n```"
-                 if busy else "No other training job was running (`pgrep -af \"main.py train\"`).")
+                 if busy else "No other `main.py` job was running (jobs paused with SIGSTOP for the run count as not running).")
         args.out.write_text(f"""# Tiny PointNet++ training step: the variants tried
 
 Generated by `bench/tiny_step_variants.py` on {started:%Y-%m-%d %H:%M %Z}.

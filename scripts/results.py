@@ -25,12 +25,18 @@ LABELS = {
 }
 
 
+def _stage_dirs(run: Path, rep: dict) -> list[Path]:
+    """A T3DNet run's stage folders: absolute in a live run, relative in an archived one
+    (``scripts/archive_runs.py``)."""
+    return [run / s if not Path(s).is_absolute() else Path(s) for s in rep.get("stages") or []]
+
+
 def _curve(run: Path) -> list[float]:
     rep = json.loads((run / "report.json").read_text())
     if rep.get("stages"):
         oa = []
-        for stage in rep["stages"]:
-            oa += [h["val_oa"] for h in json.loads((Path(stage) / "report.json").read_text())["history"]]
+        for stage in _stage_dirs(run, rep):
+            oa += [h["val_oa"] for h in json.loads((stage / "report.json").read_text())["history"]]
         return oa
     return [h["val_oa"] for h in rep["history"]]
 
@@ -57,7 +63,7 @@ def table(results: dict[str, list[dict]]) -> str:
     lines = ["| method | OA % | mAcc % | seeds | student epochs | params | MACs |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for method in [m for m in ORDER if m in results] + [m for m in results if m not in ORDER]:
         reps = results[method]
-        epochs = sum(json.loads((Path(s) / "report.json").read_text())["epochs"] for s in reps[0]["stages"]) \
+        epochs = sum(json.loads((s / "report.json").read_text())["epochs"] for s in _stage_dirs(reps[0]["_run"], reps[0])) \
             if reps[0].get("stages") else reps[0]["epochs"]
         lines.append(f"| {LABELS.get(method, method)} | {fmt([r['oa'] for r in reps])} | {fmt([r['macc'] for r in reps])} "
                      f"| {len(reps)} | {epochs} | {reps[0]['params']:,} | {reps[0]['macs'] / 1e6:.1f} M |")

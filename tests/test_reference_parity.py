@@ -197,3 +197,72 @@ def test_channels_first_and_rows_layouts_agree_on_a_supernet(monkeypatch):
             torch.testing.assert_close(a, b)
     for a, b in zip(s1, s2):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["pointnet2_ssg", "pointnet2_msg"])
+def test_bn_and_relu_after_the_max_match_the_plain_formulation(monkeypatch, name):
+    """forward_max pools each MLP's last linear output and applies BN and ReLU to the pooled
+    tensor: outputs, gradients, BN running statistics (momentum and cumulative) and eval outputs
+    equal the plain max(relu(bn(linear))), on a supernet at mixed widths (thin channels-first and
+    wide rows layers both pooled) with some BN scales negative (the min side of the identity)."""
+    import random
+
+    import core.models.layers as layers
+    from core.models.base import reestimate_bn
+
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(layers, "FUSED_MAX", fused)
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=10, width=1 / 8, aug_factors=(1.0, 2.0, 3.0)).double()
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm1d):
+                    m.weight.mul_(torch.where(torch.rand_like(m.weight) < 0.4, -1.0, 1.0).double())
+        model.set_widths(model.sample_widths(random.Random(3)))
+        model.train()
+        x = _points(name, 1 / 8, batch=3, seed=4).double()
+        out = model(x)
+        out.square().sum().backward()
+        grads = [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        stats = [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked)) for m in bns]
+        reestimate_bn(model, [x, x.flip(1)])  # momentum None: cumulative average
+        stats += [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked)) for m in bns]
+        model.eval()
+        with torch.no_grad():
+            ev = model(x)
+        results.append((out.detach(), grads, stats, ev))
+    assert any((m.weight < 0).any() for m in bns)
+    (o1, g1, s1, e1), (o2, g2, s2, e2) = results
+    torch.testing.assert_close(o1, o2)
+    torch.testing.assert_close(e1, e2)
+    for a, b in zip(g1, g2):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    for (m1, v1, n1), (m2, v2, n2) in zip(s1, s2):
+        torch.testing.assert_close(m1, m2)
+        torch.testing.assert_close(v1, v2)
+        assert n1 == n2
+
+
+def test_bn_after_the_max_in_bf16_autocast_stays_close():
+    """The tiny SSG trains in bf16 autocast: the fused pooling stays within bf16 rounding of the
+    plain formulation (the batch statistics are reduced from bf16 values)."""
+    import core.models.layers as layers
+
+    outs = []
+    for fused in (True, False):
+        layers.FUSED_MAX = fused
+        try:
+            torch.manual_seed(0)
+            model = create_model("pointnet2_ssg", num_classes=40, width=1 / 8).train()
+            x = _points("pointnet2_ssg", 1 / 8, batch=8, seed=1)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                outs.append(model(x).float().detach())
+        finally:
+            layers.FUSED_MAX = True
+    a, b = outs
+    assert torch.isfinite(a).all()
+    assert (a - b).abs().max() < 0.05 * b.abs().max(), ((a - b).abs().max(), b.abs().max())

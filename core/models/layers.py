@@ -31,6 +31,24 @@ MAC_COUNTER: list[int] | None = None
 CHANNELS_FIRST_MAX = 12
 
 
+# When true, a grouped MLP's last layer and the max over each group that follows it run as
+# :meth:`LinearBNAct.forward_max` (BN and activation after the max: same outputs, a fraction of
+# the passes). False runs the plain formulation (for tests and bench/tiny_step_variants.py).
+FUSED_MAX = True
+
+
+def rows_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``x @ w.t() + b`` for 2-D rows ``x`` (``(M, in)``, or a transposed channels-first view).
+
+    The weight goes in as a contiguous ``(in, out)`` copy (a few hundred numbers), not as the
+    transposed view ``w.t()``: for a transposed operand autograd computes the weight gradient
+    as ``g.t() @ x`` so that it comes out in the operand's layout, a product over M rows with
+    both factors strided, 3x slower in fp32 on this CPU for a tiny model's layers
+    (``(M, 16)`` from ``(8, M)`` channels-first: 153 ms against 50 ms forward + backward)."""
+    wt = w.t().contiguous()
+    return torch.addmm(b, x, wt) if b is not None else x @ wt
+
+
 def count_linear_macs(rows: int, weight: torch.Tensor) -> None:
     """Record ``rows x in x out`` MACs of a linear map applied to ``rows`` rows."""
     if MAC_COUNTER is not None:
@@ -122,7 +140,7 @@ class SlimLinear(nn.Module):
         w, b = self.effective_weight()
         if MAC_COUNTER is not None:
             count_linear_macs(x.numel() // x.shape[-1], w)
-        return F.linear(x, w, b)
+        return rows_linear(x.reshape(-1, x.shape[-1]), w, b).reshape(*x.shape[:-1], w.shape[0])
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, tiny={self.tiny_out}"
@@ -236,9 +254,62 @@ class LinearBNAct(nn.Module):
             xin = x if x_cf else x.t()
             y = torch.addmm(b.unsqueeze(1), w, xin) if b is not None else w @ xin
             return self.post_cf(y), True
-        xin = x.t() if x_cf else x
-        y = torch.addmm(b, xin, w.t()) if b is not None else xin @ w.t()
+        y = rows_linear(x.t() if x_cf else x, w, b)
         return self.post(y), False
+
+    def forward_max(self, x: torch.Tensor, x_cf: bool, k: int) -> torch.Tensor:
+        """``max`` over each run of ``k`` consecutive rows of this layer's output: ``(M / k, C)``.
+
+        Per channel, BN is an affine map ``g * (z - mean) / std + beta`` and the activation is
+        non-decreasing, so both commute with the max over a group when ``g >= 0`` (with the min
+        when ``g < 0``). The linear weights of channels with ``g < 0`` are negated (free: the
+        weight is tiny) so one max serves every channel, and BN and the activation run on the
+        pooled ``(M / k, C)`` tensor only: the full ``(M, C)`` output is read for its batch
+        statistics and its max, never normalised, activated or stored twice. Same outputs,
+        gradients and running statistics as ``max(act(bn(linear(x))))`` (tested); running
+        statistics are updated as :class:`nn.BatchNorm1d` does (unbiased variance, momentum or
+        cumulative average)."""
+        w, b = self.linear.effective_weight()
+        if MAC_COUNTER is not None:
+            count_linear_macs(x.shape[1] if x_cf else x.shape[0], w)
+        c, bn = w.shape[0], self.bn
+        gamma, beta = bn.weight[:c], bn.bias[:c]
+        sign = torch.where(gamma.detach() >= 0, 1.0, -1.0).to(w.dtype)
+        w = w * sign.unsqueeze(1)
+        b = b * sign if b is not None else None
+        if c <= CHANNELS_FIRST_MAX:  # channels-first (C, M)
+            xin = x if x_cf else x.t()
+            z, dim = (torch.addmm(b.unsqueeze(1), w, xin) if b is not None else w @ xin), 1
+        else:  # rows (M, C)
+            z, dim = rows_linear(x.t() if x_cf else x, w, b), 0
+        n = z.shape[dim]
+        use_batch = bn.training or bn.running_mean is None
+        if use_batch:
+            if n <= 1:
+                raise ValueError(f"Expected more than 1 value per channel when training, got {n} rows")
+            zmax, mean, var = _PooledBatchStats.apply(z, dim, k)
+            if bn.training and bn.track_running_stats and bn.running_mean is not None:
+                with torch.no_grad():
+                    momentum = 0.0 if bn.momentum is None else bn.momentum
+                    if bn.num_batches_tracked is not None:
+                        bn.num_batches_tracked.add_(1)
+                        if bn.momentum is None:
+                            momentum = 1.0 / float(bn.num_batches_tracked)
+                    rm, rv = bn.running_mean[:c], bn.running_var[:c]
+                    rm.mul_(1 - momentum).add_(mean.to(rm.dtype) * sign.to(rm.dtype), alpha=momentum)
+                    rv.mul_(1 - momentum).add_(var.to(rv.dtype) * (n / (n - 1)), alpha=momentum)
+        else:
+            zmax = z.view(c, -1, k).max(2).values.t() if dim == 1 else max_rows(z.view(-1, k, c))
+            mean = bn.running_mean[:c] * sign.to(bn.running_mean.dtype)
+            var = bn.running_var[:c]
+        dt = torch.promote_types(z.dtype, torch.float32)  # bf16 statistics: the epilogue in fp32
+        scale = gamma.abs() * torch.rsqrt(var.to(dt) + bn.eps)
+        y = (zmax.to(dt) - mean.to(dt)) * scale + beta
+        if self.act == "relu":
+            y = F.relu(y)
+        elif self.act == "leaky":
+            y = F.leaky_relu(y, 0.2)
+        return y.to(z.dtype)
 
     def post_cf(self, y: torch.Tensor) -> torch.Tensor:
         """BN and activation of a channels-first linear output ``(C, M)``."""
@@ -274,13 +345,30 @@ class SharedMLP(nn.Module):
     def forward_flex(self, x: torch.Tensor, x_cf: bool, skip_first_linear: bool = False) -> tuple[torch.Tensor, bool]:
         """The chain on 2-D rows or channels-first input, each layer in the layout that suits its
         width (:meth:`LinearBNAct.forward_flex`); returns the output and its layout flag."""
-        for i, layer in enumerate(self.layers):
+        return self._flex(self.layers, x, x_cf, skip_first_linear)
+
+    @staticmethod
+    def _flex(layers, x: torch.Tensor, x_cf: bool, skip_first_linear: bool) -> tuple[torch.Tensor, bool]:
+        for i, layer in enumerate(layers):
             if i == 0 and skip_first_linear:
                 x = layer.post_cf(x) if x_cf else layer.post(x)
             else:
                 x, x_cf = layer.forward_flex(x, x_cf)
         return x, x_cf
 
+
+    def forward_max(self, x: torch.Tensor, x_cf: bool, k: int, skip_first_linear: bool = False) -> torch.Tensor:
+        """``max`` over each run of ``k`` consecutive rows of the chain's output, as rows
+        ``(M / k, C)``: the last layer pooled by :meth:`LinearBNAct.forward_max` when
+        ``FUSED_MAX`` (and the chain has a linear to run), the plain max otherwise."""
+        fused = FUSED_MAX and not (skip_first_linear and len(self.layers) == 1)
+        if fused:
+            x, x_cf = self._flex(self.layers[:-1], x, x_cf, skip_first_linear)
+            return self.layers[-1].forward_max(x, x_cf, k)
+        x, x_cf = self._flex(self.layers, x, x_cf, skip_first_linear)
+        if x_cf:
+            return x.view(x.shape[0], -1, k).max(2).values.t()
+        return max_rows(x.view(-1, k, x.shape[-1]))
 
 class WidthSpec:
     """Widths of one hidden layer: the tiny width, the allocated maximum and the candidates."""
@@ -325,6 +413,55 @@ class _MaxOverRows(torch.autograd.Function):
         out = grad.new_zeros(b, s * k, c)
         out.scatter_(1, idx.squeeze(3).permute(0, 2, 1), grad)  # idx = s * K + k
         return out.view(b, s, k, c)
+
+
+class _PooledBatchStats(torch.autograd.Function):
+    """For 2-D ``z`` (channels-first ``(C, M)``: ``dim`` 1, rows ``(M, C)``: ``dim`` 0) with ``M``
+    made of groups of ``k`` consecutive rows: the per-channel max of each group as rows
+    ``(M / k, C)``, and the per-channel batch mean and biased variance over all ``M`` rows, in at
+    least float32 (bf16 statistics rounded to bf16 would shift a channel by up to 0.4% of its mean,
+    many standard deviations when the mean is large).
+
+    The statistics come from the BatchNorm kernel (``torch.var_mean`` is 10-20x slower on this
+    CPU). Backward writes the gradient in one pass, ``dz = (g_mean + 2 g_var (z - mean)) / n``,
+    and adds the pooled gradient at each group's winner in place (a tie sends it to one winner,
+    as ``max`` does)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, dim: int, k: int):
+        dt = torch.promote_types(z.dtype, torch.float32)
+        c = z.shape[1 - dim]
+        ones, zeros = torch.ones(c, dtype=dt, device=z.device), torch.zeros(c, dtype=dt, device=z.device)
+        _, mean, invstd = torch.native_batch_norm(z.unsqueeze(0) if dim == 1 else z, ones, zeros,
+                                                  None, None, True, 0.0, 0.0)
+        var = invstd.pow(-2)  # eps 0: invstd = 1 / sqrt(var); a constant channel gives inf -> 0
+        if dim == 1:  # (C, G, k): the max over the contiguous k
+            zmax, idx = z.view(c, -1, k).max(2)
+            zmax = zmax.t()
+        else:  # (G, k, C): channels-last pooling reads the rows contiguously (see max_rows)
+            vals, idx = F.max_pool2d(z.view(1, -1, k, c).permute(0, 3, 1, 2), (1, k), return_indices=True)
+            zmax, idx = vals.view(c, -1).t(), idx.view(c, -1).t()  # idx = g * k + j
+        ctx.save_for_backward(z, mean, idx)
+        ctx.dim, ctx.k = dim, k
+        return zmax, mean, var
+
+    @staticmethod
+    def backward(ctx, g_max, g_mean, g_var):
+        z, mean, idx = ctx.saved_tensors
+        dim, k, n = ctx.dim, ctx.k, z.shape[ctx.dim]
+        g_mean = torch.zeros_like(mean) if g_mean is None else g_mean
+        g_var = torch.zeros_like(mean) if g_var is None else g_var
+        a = 2.0 * g_var / n
+        b = g_mean / n - a * mean
+        if dim == 1:
+            grad = torch.addcmul(b.unsqueeze(1), z, a.unsqueeze(1))  # float32 at least (a, b are)
+            if g_max is not None:
+                grad.view(z.shape[0], -1, k).scatter_add_(2, idx.unsqueeze(2), g_max.t().unsqueeze(2).to(grad.dtype))
+        else:
+            grad = torch.addcmul(b, z, a)
+            if g_max is not None:  # idx holds each winner's row
+                grad.scatter_add_(0, idx, g_max.to(grad.dtype))
+        return grad.to(z.dtype), None, None
 
 
 def max_rows(x: torch.Tensor) -> torch.Tensor:

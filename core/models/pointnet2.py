@@ -1,14 +1,15 @@
 """PointNet++ classifiers (Qi et al., NeurIPS 2017): single-scale (SSG) and multi-scale (MSG).
 
 Layout of the widely used PyTorch port (xyz input, grouped features ordered [xyz, features]).
-Three exact rewrites make it fast on a CPU without changing its outputs:
+Four exact rewrites make it fast on a CPU without changing its outputs:
 
 * the first layer of each set abstraction is linear in ``[xyz_j - xyz_c, f_j]``, so it is applied
   once per *point* and gathered, instead of once per (centre, neighbour) pair;
 * sampling and grouping indices come from :meth:`PointNet2.compute_grouping` and can be reused by
   every model with the same sampling layout (teacher and student, tiny and augmented passes,
   successive epochs of the same shape: they depend only on point distances);
-* thin grouped MLPs (a tiny model's) run channels-first ``(C, rows)``, wide ones channels-last.
+* thin grouped MLPs (a tiny model's) run channels-first ``(C, rows)``, wide ones channels-last;
+* each MLP's last BN and ReLU run after the max over the group (``LinearBNAct.forward_max``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from .layers import (
     count_linear_macs,
     farthest_point_sample,
     gather_points,
-    max_rows,
 )
 from .base import ClassifierBase, ClassifierHead
 
@@ -76,7 +76,7 @@ class SetAbstraction(nn.Module):
         b = xyz.shape[0]
         if self.layout.npoint is None:
             rows = xyz if feats is None else torch.cat([xyz, feats], -1)
-            out = max_rows(self.branches[0](rows))
+            out = self.branches[0].forward_max(rows.reshape(-1, rows.shape[-1]), False, rows.shape[1])
             return xyz.new_zeros(b, 1, 3), out.unsqueeze(1)
         centres = gather_points(xyz, group["centres"])
         b, n, s = xyz.shape[0], xyz.shape[1], centres.shape[1]
@@ -98,14 +98,11 @@ class SetAbstraction(nn.Module):
                 flat = (nbr.reshape(b, -1) + torch.arange(b, device=nbr.device).unsqueeze(1) * n).reshape(-1)
                 y = per_point.reshape(b * n, -1).t().contiguous().index_select(1, flat)
                 y = y.view(-1, b * s, k) - per_centre.reshape(b * s, -1).t().unsqueeze(2)
-                y, cf = mlp.forward_flex(y.view(y.shape[0], -1), True, skip_first_linear=True)
+                y = mlp.forward_max(y.view(y.shape[0], -1), True, k, skip_first_linear=True)
             else:  # gathered rows (B*S*K, C)
                 y = gather_points(per_point, nbr) - per_centre.unsqueeze(2)
-                y, cf = mlp.forward_flex(y.view(-1, y.shape[-1]), False, skip_first_linear=True)
-            if cf:
-                outs.append(y.view(y.shape[0], b * s, k).max(2).values.t().reshape(b, s, -1))
-            else:
-                outs.append(max_rows(y.view(b, s, k, -1)))
+                y = mlp.forward_max(y.view(-1, y.shape[-1]), False, k, skip_first_linear=True)
+            outs.append(y.reshape(b, s, -1))
         return centres, torch.cat(outs, -1) if len(outs) > 1 else outs[0]
 
 
