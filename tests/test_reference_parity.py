@@ -199,12 +199,13 @@ def test_channels_first_and_rows_layouts_agree_on_a_supernet(monkeypatch):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("name", ["pointnet2_ssg", "pointnet2_msg"])
+@pytest.mark.parametrize("name", ["pointnet2_ssg", "pointnet2_msg", "pointnet"])
 def test_bn_and_relu_after_the_max_match_the_plain_formulation(monkeypatch, name):
     """forward_max pools each MLP's last linear output and applies BN and ReLU to the pooled
     tensor: outputs, gradients, BN running statistics (momentum and cumulative) and eval outputs
     equal the plain max(relu(bn(linear))), on a supernet at mixed widths (thin channels-first and
-    wide rows layers both pooled) with some BN scales negative (the min side of the identity)."""
+    wide rows layers both pooled; PointNet: the max over points) with some BN scales negative
+    (the min side of the identity)."""
     import random
 
     import core.models.layers as layers

@@ -269,6 +269,8 @@ class LinearBNAct(nn.Module):
         gradients and running statistics as ``max(act(bn(linear(x))))`` (tested); running
         statistics are updated as :class:`nn.BatchNorm1d` does (unbiased variance, momentum or
         cumulative average)."""
+        if not FUSED_MAX:
+            return _group_max(*self.forward_flex(x, x_cf), k)
         w, b = self.linear.effective_weight()
         if MAC_COUNTER is not None:
             count_linear_macs(x.shape[1] if x_cf else x.shape[0], w)
@@ -359,16 +361,11 @@ class SharedMLP(nn.Module):
 
     def forward_max(self, x: torch.Tensor, x_cf: bool, k: int, skip_first_linear: bool = False) -> torch.Tensor:
         """``max`` over each run of ``k`` consecutive rows of the chain's output, as rows
-        ``(M / k, C)``: the last layer pooled by :meth:`LinearBNAct.forward_max` when
-        ``FUSED_MAX`` (and the chain has a linear to run), the plain max otherwise."""
-        fused = FUSED_MAX and not (skip_first_linear and len(self.layers) == 1)
-        if fused:
-            x, x_cf = self._flex(self.layers[:-1], x, x_cf, skip_first_linear)
-            return self.layers[-1].forward_max(x, x_cf, k)
-        x, x_cf = self._flex(self.layers, x, x_cf, skip_first_linear)
-        if x_cf:
-            return x.view(x.shape[0], -1, k).max(2).values.t()
-        return max_rows(x.view(-1, k, x.shape[-1]))
+        ``(M / k, C)``: the last layer pooled by :meth:`LinearBNAct.forward_max`."""
+        if skip_first_linear and len(self.layers) == 1:  # no linear left to pool through
+            return _group_max(*self._flex(self.layers, x, x_cf, True), k)
+        x, x_cf = self._flex(self.layers[:-1], x, x_cf, skip_first_linear)
+        return self.layers[-1].forward_max(x, x_cf, k)
 
 class WidthSpec:
     """Widths of one hidden layer: the tiny width, the allocated maximum and the candidates."""
@@ -462,6 +459,13 @@ class _PooledBatchStats(torch.autograd.Function):
             if g_max is not None:  # idx holds each winner's row
                 grad.scatter_add_(0, idx, g_max.to(grad.dtype))
         return grad.to(z.dtype), None, None
+
+
+def _group_max(y: torch.Tensor, y_cf: bool, k: int) -> torch.Tensor:
+    """The plain max over each run of ``k`` rows of ``y`` (rows or channels-first), as rows."""
+    if y_cf:
+        return y.view(y.shape[0], -1, k).max(2).values.t()
+    return max_rows(y.view(-1, k, y.shape[-1]))
 
 
 def max_rows(x: torch.Tensor) -> torch.Tensor:

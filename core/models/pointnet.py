@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .base import ClassifierBase, ClassifierHead
-from .layers import LinearBNAct, SharedMLP, SlimGridLinear, SlimLinear, WidthSpec, max_rows
+from .layers import LinearBNAct, SharedMLP, SlimGridLinear, SlimLinear, WidthSpec
 
 
 class TNet(nn.Module):
@@ -28,8 +28,8 @@ class TNet(nn.Module):
         nn.init.zeros_(self.fc3.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = x.shape[-1]
-        y = self.fc3(self.fc2(self.fc1(max_rows(self.mlp(x)))))
+        b, n, k = x.shape
+        y = self.fc3(self.fc2(self.fc1(self.mlp.forward_max(x.reshape(b * n, k), False, n))))
         return y.view(-1, k, k) + torch.eye(k, device=x.device, dtype=x.dtype)
 
 
@@ -48,8 +48,9 @@ class PointNet(ClassifierBase):
     def forward_features(self, points: torch.Tensor, grouping=None) -> torch.Tensor:
         x = torch.bmm(points, self.stn(points))
         x = self.conv1(x)
-        x = torch.bmm(x, self.fstn(x))
-        return max_rows(self.conv3(self.conv2(x)))
+        x = self.conv2(torch.bmm(x, self.fstn(x)))
+        b, n, c = x.shape  # the max over points with BN after it (LinearBNAct.forward_max)
+        return self.conv3.forward_max(x.reshape(b * n, c), False, n)
 
 
 def pointnet(num_classes: int = 40, width: float = 1.0, aug_factors=(1.0,), **kw) -> PointNet:
