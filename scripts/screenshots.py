@@ -1,6 +1,10 @@
 """Save PNG screenshots of the main views of the app into docs/screenshots/.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py
+    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py --bundle assets/models/pointnet
+
+With ``--bundle DIR`` only the compare view of DIR's teacher and student on the airplane sample is
+saved, as ``compare_<DIR name>.png``.
 
 Uses the bundled checkpoints when present, else small untrained stand-ins (predictions then mean nothing).
 """
@@ -19,7 +23,12 @@ OUT = ROOT / "docs" / "screenshots"
 DATA = ROOT.parent / "shared" / "data" / "modelnet40_npy1024"
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundle", type=Path, default=None, help="a folder with teacher.pt and student.pt")
+    args = p.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
@@ -37,6 +46,8 @@ def main() -> int:
     s = Settings()
     s.runs_dir = str(tmp / "runs")
     teacher, student = make_checkpoints(tmp)
+    if args.bundle:
+        teacher, student = str(args.bundle / "teacher.pt"), str(args.bundle / "student.pt")
     win = MainWindow(settings=s, teacher=teacher, student=student)
     win.quiet_errors = True
     win.resize(1440, 900)
@@ -74,6 +85,10 @@ def main() -> int:
         if name == "compare_scan_rgb":
             win.color_mode.setCurrentIndex(2)
         settle(2.0)
+        if args.bundle:
+            win.grab().save(str(OUT / f"compare_{args.bundle.name}.png"))
+            win.shutdown()
+            return 0
         win.grab().save(str(OUT / f"{name}.png"))
         win.viewer.grab().save(str(OUT / f"{name}_view.png"))
     win.color_mode.setCurrentIndex(0)
