@@ -301,7 +301,7 @@ class LinearBNAct(nn.Module):
                     rm.mul_(1 - momentum).add_(mean.to(rm.dtype) * sign.to(rm.dtype), alpha=momentum)
                     rv.mul_(1 - momentum).add_(var.to(rv.dtype) * (n / (n - 1)), alpha=momentum)
         else:
-            zmax = z.view(c, -1, k).max(2).values.t() if dim == 1 else max_rows(z.view(-1, k, c))
+            zmax = _group_max(z, dim == 1, k)
             mean = bn.running_mean[:c] * sign.to(bn.running_mean.dtype)
             var = bn.running_var[:c]
         dt = torch.promote_types(z.dtype, torch.float32)  # bf16 statistics: the epilogue in fp32
@@ -344,13 +344,10 @@ class SharedMLP(nn.Module):
             x = layer.post(x) if (i == 0 and skip_first_linear) else layer(x)
         return x
 
-    def forward_flex(self, x: torch.Tensor, x_cf: bool, skip_first_linear: bool = False) -> tuple[torch.Tensor, bool]:
-        """The chain on 2-D rows or channels-first input, each layer in the layout that suits its
-        width (:meth:`LinearBNAct.forward_flex`); returns the output and its layout flag."""
-        return self._flex(self.layers, x, x_cf, skip_first_linear)
-
     @staticmethod
     def _flex(layers, x: torch.Tensor, x_cf: bool, skip_first_linear: bool) -> tuple[torch.Tensor, bool]:
+        """``layers`` on 2-D rows or channels-first input, each in the layout that suits its width
+        (:meth:`LinearBNAct.forward_flex`); returns the output and its layout flag."""
         for i, layer in enumerate(layers):
             if i == 0 and skip_first_linear:
                 x = layer.post_cf(x) if x_cf else layer.post(x)
