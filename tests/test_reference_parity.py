@@ -267,3 +267,67 @@ def test_bn_after_the_max_in_bf16_autocast_stays_close():
     a, b = outs
     assert torch.isfinite(a).all()
     assert (a - b).abs().max() < 0.05 * b.abs().max(), ((a - b).abs().max(), b.abs().max())
+
+
+def _fused_vs_plain_layer(monkeypatch, cin, cout, k, x_cf, dtype, autocast=False, seed=0):
+    """One LinearBNAct's forward_max, fused and plain, on the same input: outputs and the
+    gradients of the input and of every parameter, plus the running statistics."""
+    import core.models.layers as layers
+
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(layers, "FUSED_MAX", fused)
+        torch.manual_seed(seed)
+        layer = layers.LinearBNAct([cin], layers.WidthSpec(cout, 1.0)).to(dtype).train()
+        with torch.no_grad():  # some negative BN scales (the min side) and a large mean
+            layer.bn.weight.mul_(torch.where(torch.rand(cout) < 0.4, -1.0, 1.0).to(dtype))
+            layer.linear.bias.add_(3.0)
+        g = torch.Generator().manual_seed(seed + 1)
+        x0 = torch.randn(40 * k, cin, generator=g, dtype=dtype).relu()
+        x = (x0.t().contiguous() if x_cf else x0).requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = layer.forward_max(x, x_cf, k)
+        assert y.shape == (40, cout)
+        wts = torch.randn(y.shape, generator=g, dtype=torch.float32).to(y.dtype)
+        (y.float() * wts.float()).sum().backward()
+        grads = [x.grad] + [p.grad for p in layer.parameters()]
+        results.append((y.detach().float(), [t.float() for t in grads],
+                        layer.bn.running_mean.clone(), layer.bn.running_var.clone()))
+    return results
+
+
+@pytest.mark.parametrize("cin,cout,k,x_cf", [
+    (8, 16, 32, True),    # thin input (2 in <= k): gradients straight to x and w; rows output
+    (8, 16, 32, False),
+    (6, 8, 16, True),     # channels-first output
+    (40, 16, 32, False),  # wide input: through dz
+    (40, 8, 32, True),
+])
+def test_fused_pooled_layer_matches_plain_in_float64(monkeypatch, cin, cout, k, x_cf):
+    """LinearBNAct.forward_max (statistics and max of a bias-free linear output, the bias added
+    after, gradients to x and w without dz for thin inputs) equals max(relu(bn(linear(x)))):
+    outputs, gradients of the input and of every parameter, running statistics."""
+    (o1, g1, m1, v1), (o2, g2, m2, v2) = _fused_vs_plain_layer(monkeypatch, cin, cout, k, x_cf, torch.float64)
+    assert o2.abs().max() > 0
+    torch.testing.assert_close(o1, o2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9 * max(1.0, b.abs().max().item()))
+    assert g2[0].abs().sum() > 0 and g2[1].abs().sum() > 0  # not 0 == 0
+    torch.testing.assert_close(m1, m2)
+    torch.testing.assert_close(v1, v2)
+
+
+@pytest.mark.parametrize("cin,k,x_cf", [(8, 32, True), (40, 32, False)])
+def test_fused_pooled_layer_gradients_in_bf16_autocast_stay_close(monkeypatch, cin, k, x_cf):
+    """Under bf16 autocast (the `cpu` preset, which takes the dz path) the fused layer's input
+    and weight gradients are as close to the float32 gradients as the plain formulation's bf16
+    gradients are (a large BN mean makes bf16 gradients several percent off either way)."""
+    (o1, g1, _, _), (o2, g2, _, _) = _fused_vs_plain_layer(
+        monkeypatch, cin, 16, k, x_cf, torch.float32, autocast=True)
+    _, (_, g32, _, _) = _fused_vs_plain_layer(monkeypatch, cin, 16, k, x_cf, torch.float32)
+    assert (o1 - o2).abs().max() <= 0.05 * o2.abs().max()
+    for fused, plain, exact in zip(g1[:2], g2[:2], g32[:2]):  # input, linear weight
+        assert torch.isfinite(fused).all()
+        err_fused = ((fused - exact).norm() / exact.norm()).item()
+        err_plain = ((plain - exact).norm() / exact.norm()).item()
+        assert err_fused <= 1.25 * err_plain + 1e-3, (err_fused, err_plain)

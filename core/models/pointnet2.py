@@ -90,17 +90,20 @@ class SetAbstraction(nn.Module):
                 per_point = per_point + feats @ w_feat.t()
             if bias is not None:
                 per_point = per_point + bias
-            per_centre = centres @ w_xyz.t()
+            # Negated here, on the small tensor, and added below: autograd's backward of a
+            # broadcast subtraction negates the full-size gradient before reducing it. (Not added
+            # in place: on a view that records a CopySlices node, a full copy in backward.)
+            neg_centre = centres @ -w_xyz.t()
             # Convention: MACs of the reference formulation (the layer applied per grouped row).
             count_linear_macs(nbr.numel(), w)
             k = nbr.shape[-1]
             if w.shape[0] <= layers.CHANNELS_FIRST_MAX:  # thin: gathered channels-first (C, B*S*K)
                 flat = (nbr.reshape(b, -1) + torch.arange(b, device=nbr.device).unsqueeze(1) * n).reshape(-1)
                 y = per_point.reshape(b * n, -1).t().contiguous().index_select(1, flat)
-                y = y.view(-1, b * s, k) - per_centre.reshape(b * s, -1).t().unsqueeze(2)
+                y = y.view(-1, b * s, k) + neg_centre.reshape(b * s, -1).t().unsqueeze(2)
                 y = mlp.forward_max(y.view(y.shape[0], -1), True, k, skip_first_linear=True)
             else:  # gathered rows (B*S*K, C)
-                y = gather_points(per_point, nbr) - per_centre.unsqueeze(2)
+                y = gather_points(per_point, nbr) + neg_centre.unsqueeze(2)
                 y = mlp.forward_max(y.view(-1, y.shape[-1]), False, k, skip_first_linear=True)
             outs.append(y.reshape(b, s, -1))
         return centres, torch.cat(outs, -1) if len(outs) > 1 else outs[0]
