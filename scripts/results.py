@@ -4,7 +4,7 @@
 
 Reads every ``<root>/<method>/seed<k>/report.json``; prints OA and mean class accuracy as
 mean +- sample standard deviation over the seeds found (final epoch, no voting), parameters,
-MACs and the epoch budget. The plot shows test OA per epoch of every method (seed 0; for
+MACs and the epoch budget. The plot shows test OA per epoch of every method (the mean over its seeds; for
 T3DNet both stages are concatenated).
 """
 
@@ -60,13 +60,15 @@ def fmt(values: list[float]) -> str:
 
 
 def table(results: dict[str, list[dict]]) -> str:
-    lines = ["| method | OA % | mAcc % | seeds | student epochs | params | MACs |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | OA % | mAcc % | seeds | OA % per seed | student epochs | params | MACs |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method in [m for m in ORDER if m in results] + [m for m in results if m not in ORDER]:
         reps = results[method]
         epochs = sum(json.loads((s / "report.json").read_text())["epochs"] for s in _stage_dirs(reps[0]["_run"], reps[0])) \
             if reps[0].get("stages") else reps[0]["epochs"]
+        per_seed = ", ".join(f"{r['_run'].name.replace('seed', 's')}: {r['oa'] * 100:.2f}" for r in reps)
         lines.append(f"| {LABELS.get(method, method)} | {fmt([r['oa'] for r in reps])} | {fmt([r['macc'] for r in reps])} "
-                     f"| {len(reps)} | {epochs} | {reps[0]['params']:,} | {reps[0]['macs'] / 1e6:.1f} M |")
+                     f"| {len(reps)} | {per_seed} | {epochs} | {reps[0]['params']:,} | {reps[0]['macs'] / 1e6:.1f} M |")
     return "\n".join(lines)
 
 
@@ -92,8 +94,11 @@ def plot(results: dict[str, list[dict]], path: Path, extras: list[str] = (), tit
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for method in [m for m in ORDER if m in results]:
-        curve = _curve(results[method][0]["_run"])
-        ax.plot(range(1, len(curve) + 1), [c * 100 for c in curve], label=LABELS[method],
+        curves = [_curve(r["_run"]) for r in results[method]]
+        n = min(len(c) for c in curves)
+        curve = [statistics.mean(c[i] for c in curves) for i in range(n)]
+        label = LABELS[method] + (f" (mean of {len(curves)} seeds)" if len(curves) > 1 else "")
+        ax.plot(range(1, n + 1), [c * 100 for c in curve], label=label,
                 lw=2 if method == "t3dnet" else 1.2, ls="--" if method == "t3dnet_restart" else "-")
     for spec in extras:
         label, curve = _extra_curve(spec)

@@ -54,3 +54,5 @@ def test_archived_runs_give_the_same_table_and_curves_without_the_run_directorie
     assert results._curve(archived / "t3dnet" / "seed0") == curve == [0.4, 0.7, 0.8, 0.88]
     results.plot(found, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
+    # Scratch has two seeds: mean and sample deviation, and each seed's OA.
+    assert "| scratch | 86.00 ± 1.41 | 81.00 ± 1.41 | 2 | s0: 85.00, s1: 87.00 |" in before
