@@ -92,22 +92,31 @@ def plot(results: dict[str, list[dict]], path: Path, extras: list[str] = (), tit
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(13, 5), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
+    series = []  # (label, curve, style)
     for method in [m for m in ORDER if m in results]:
         curves = [_curve(r["_run"]) for r in results[method]]
         n = min(len(c) for c in curves)
         curve = [statistics.mean(c[i] for c in curves) for i in range(n)]
         label = LABELS[method] + (f" (mean of {len(curves)} seeds)" if len(curves) > 1 else "")
-        ax.plot(range(1, n + 1), [c * 100 for c in curve], label=label,
-                lw=2 if method == "t3dnet" else 1.2, ls="--" if method == "t3dnet_restart" else "-")
+        series.append((label, curve, {"lw": 2 if method == "t3dnet" else 1.2,
+                                      "ls": "--" if method == "t3dnet_restart" else "-"}))
     for spec in extras:
         label, curve = _extra_curve(spec)
-        ax.plot(range(1, len(curve) + 1), [c * 100 for c in curve], label=label, lw=1.2, ls=":")
-    ax.set_xlabel("student epoch")
+        series.append((label, curve, {"lw": 1.2, "ls": ":"}))
+    last = max(len(c) for _, c, _ in series)
+    first_zoomed = last // 2 + 1  # the second half of the budget, where the curves bunch up
+    for label, curve, style in series:
+        epochs = range(1, len(curve) + 1)
+        ax.plot(epochs, [c * 100 for c in curve], label=label, **style)
+        zoom.plot(list(epochs)[first_zoomed - 1:], [c * 100 for c in curve[first_zoomed - 1:]], **style)
+    for a in (ax, zoom):
+        a.set_xlabel("student epoch")
+        a.grid(alpha=0.3)
     ax.set_ylabel("ModelNet40 test OA % (no voting)")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)
+    zoom.set_title(f"epochs {first_zoomed}-{last}")
     fig.tight_layout()
     fig.savefig(path)
 
