@@ -321,14 +321,11 @@ def eager_split(model, x: torch.Tensor, rounds: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     import onnxruntime
+
+    from core.engine.machine import cpu_name
+
+    cpu = cpu_name()
 
     return {
         "cpu": cpu, "cores": os.cpu_count(), "gpu": "none" if not torch.cuda.is_available() else "present (unused)",

@@ -175,11 +175,9 @@ def main() -> int:
 
     lines = [f"| {k} | {v['ticks']} | {v['p50']:.1f} | {v['p99']:.1f} | {v['max']:.1f} | "
              f"{'yes' if v['max'] < 100 else 'NO'} |" for k, v in res.items()]
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from core.engine.machine import cpu_name
+
+    cpu = cpu_name()
     report = "\n".join([
         f"### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import threading
 from pathlib import Path
@@ -157,6 +158,9 @@ def test_train_job_writes_run_directory(modelnet40, tmp_path):
     assert [e["type"] for e in lines].count("epoch") == 2
     assert 0 <= report["oa"] <= 1 and report["n"] == 24 and len(report["confusion"]) == 40
     assert report["params"] == 43321 and report["macs"] > 0 and report["latency_ms_cpu_b1"] > 0
+    machine = json.loads((tmp_path / "report.json").read_text())["machine"]  # what it ran on, kept with it
+    assert machine["cores"] == os.cpu_count() and machine["torch"] == torch.__version__ and machine["cpu"]
+    assert f"({os.cpu_count()} cores, torch kernels " in (tmp_path / "report.md").read_text()
     model, ck = load_model(tmp_path / "student.pt")
     assert ck["model"]["name"] == "pointnet" and len(ck["class_names"]) == 40
     assert ck["model"]["kwargs"] == {}  # the architecture's own dropout

@@ -59,6 +59,13 @@ def report_markdown(r: dict) -> str:
         f" sampling/grouping: {r['grouping_distances'] / 1e6:.2f} M distance evaluations",
         f"- CPU latency, batch 1, {r['threads']} threads, eager, median: {r['latency_ms_cpu_b1']:.1f} ms",
         f"- epochs: {r['epochs']}; training time: {r['train_time_s'] / 60:.1f} min; processes: {r['world_size']}",
+    ]
+    m = r.get("machine")  # absent from reports written before it was recorded
+    if m:
+        gpus = ", ".join(m.get("gpus") or []) or "no GPU"
+        lines.append(f"- machine: {m['cpu']} ({m['cores']} cores, torch kernels {m['cpu_capability']}), {gpus}; "
+                     f"torch {m['torch']}, Python {m['python']}")
+    lines += [
         "",
         "| class | accuracy |",
         "| --- | --- |",

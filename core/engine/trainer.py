@@ -37,6 +37,7 @@ from .config import JobConfig, config_from_dict
 from .events import JsonlWriter
 from .grouping import GroupingCache
 from .losses import feature_loss, kd_loss, kl_divergence
+from .machine import describe_machine
 from .metrics import classification_metrics, measure_latency
 
 STAGE_JOBS = ("train", "netaug", "distill", "e2e", "kd", "fitnet", "dml")
@@ -518,6 +519,7 @@ class Trainer:
             "grouping_distances": grouping_cost(final, self.cfg.num_points),
             "latency_ms_cpu_b1": measure_latency(final, self.cfg.num_points),
             "threads": torch.get_num_threads(),
+            "machine": describe_machine(),
             "epochs": self.cfg.epochs,
             "train_time_s": self.elapsed,
             "world_size": self.dist.world_size,
