@@ -7,6 +7,13 @@ import sys
 
 _TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 
+# OpenMP threads that wait for work sleep instead of spinning (read when torch loads its OpenMP
+# runtime, so set before any import of torch; an explicit OMP_WAIT_POLICY wins). On a CPU shared
+# with another job, the GUI or the viewer, spinning threads steal each other's cores: a 2-thread
+# training step beside two 1-thread jobs ran 12x faster passive than spinning; alone, passive
+# ran at 0.91x (bench/thread_contention.py, docs/BENCHMARKS_THREADS.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def _maybe_reexec_with_tcmalloc() -> None:
     """Training allocates and frees tensors of hundreds of MB every step; glibc returns them to

@@ -148,3 +148,14 @@ def test_config_file_model_and_width_are_not_overridden_by_cli_defaults(tmp_path
     assert (cfg.model, cfg.width) == ("pointnet2_ssg", 0.125)
     with pytest.raises(ConfigError, match="--model"):
         stage_config(parser.parse_args(["train", *base]))
+
+
+@pytest.mark.parametrize("given", [None, "ACTIVE"])
+def test_main_makes_openmp_threads_sleep_unless_the_user_chose(given):
+    # Spinning OpenMP threads slow a job that shares its cores 12x (docs/BENCHMARKS_THREADS.md).
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, main; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (given or "PASSIVE")

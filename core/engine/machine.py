@@ -45,6 +45,7 @@ def describe_machine() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "os": platform.platform(terse=True),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
     }
 
 
