@@ -325,10 +325,8 @@ def machine() -> dict:
 
     from core.engine.machine import cpu_name
 
-    cpu = cpu_name()
-
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "gpu": "none" if not torch.cuda.is_available() else "present (unused)",
+        "cpu": cpu_name(), "cores": os.cpu_count(), "gpu": "none" if not torch.cuda.is_available() else "present (unused)",
         "date": subprocess.run(["date"], capture_output=True, text=True).stdout.strip(),
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
     }

@@ -49,11 +49,15 @@ def describe_machine() -> dict:
     }
 
 
-def machine_line() -> str:
-    """One line for a report: ``AMD EPYC (2 cores, torch kernels AVX512), no GPU``."""
-    m = describe_machine()
-    gpu = ", ".join(m["gpus"]) if m["gpus"] else "no GPU"
+def format_machine(m: dict) -> str:
+    """A :func:`describe_machine` dict as one line: ``AMD EPYC (2 cores, torch kernels AVX512), no GPU``."""
+    gpu = ", ".join(m.get("gpus") or []) or "no GPU"
     return f"{m['cpu']} ({m['cores']} cores, torch kernels {m['cpu_capability']}), {gpu}"
 
 
-__all__ = ["cpu_name", "cpu_capability", "describe_machine", "machine_line"]
+def machine_line() -> str:
+    """This machine as one line (:func:`format_machine`)."""
+    return format_machine(describe_machine())
+
+
+__all__ = ["cpu_name", "cpu_capability", "describe_machine", "format_machine", "machine_line"]

@@ -62,9 +62,9 @@ def report_markdown(r: dict) -> str:
     ]
     m = r.get("machine")  # absent from reports written before it was recorded
     if m:
-        gpus = ", ".join(m.get("gpus") or []) or "no GPU"
-        lines.append(f"- machine: {m['cpu']} ({m['cores']} cores, torch kernels {m['cpu_capability']}), {gpus}; "
-                     f"torch {m['torch']}, Python {m['python']}")
+        from .machine import format_machine
+
+        lines.append(f"- machine: {format_machine(m)}; torch {m['torch']}, Python {m['python']}")
     lines += [
         "",
         "| class | accuracy |",
