@@ -34,3 +34,14 @@ class MeshError(T3DError):
 class DatasetError(T3DError):
     """A dataset folder whose layout is unknown, empty or inconsistent."""
 
+
+class ChannelsNeededError(UnsupportedFormatError):
+    """A headerless float32 point file whose floats per point neither its size nor its content settle.
+
+    ``candidates`` lists the floats-per-point counts that fit; the message tells the user to say
+    which one with ``--channels N``.
+    """
+
+    def __init__(self, message: str, candidates: list[int]):
+        super().__init__(message)
+        self.candidates = list(candidates)

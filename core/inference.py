@@ -13,9 +13,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.data.orient import UP_AXES, UpAxis, decide_up_axis
 from core.engine.checkpoint import CheckpointError, load_model
 from core.models import ClassifierBase
 from core.models.complexity import count_macs, count_parameters
+from core.vocabulary import CHECKPOINT_KEY, VocabularyCalibration
+
+#: Clouds with fewer points are never called scenes: too sparse to tell parts from objects.
+SCENE_MIN_POINTS = 2000
+#: How much more familiar (summed energy of both models) another up axis must look than z before
+#: the estimate turns a cloud: most files are z up, and a turned z-up file costs accuracy.
+UP_ESTIMATE_MARGIN = 1.0
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
@@ -34,13 +42,26 @@ class LoadedModel:
     macs: int
     size_bytes: int
     metrics: dict
+    vocabulary: VocabularyCalibration | None = None  # None: uncalibrated, no in-vocabulary decision
 
     @classmethod
     def load(cls, path: str | Path) -> "LoadedModel":
         model, ck = load_model(path)
         model.eval()
         return cls(model, ck["path"], list(ck["class_names"]), count_parameters(model),
-                   count_macs(model), Path(ck["path"]).stat().st_size, dict(ck.get("metrics", {})))
+                   count_macs(model), Path(ck["path"]).stat().st_size, dict(ck.get("metrics", {})),
+                   VocabularyCalibration.from_dict(ck.get(CHECKPOINT_KEY)))
+
+    @torch.no_grad()
+    def logits(self, points: np.ndarray) -> np.ndarray:
+        """Logits (B, C) for prepared clouds (B, P, 3)."""
+        return self.model(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))).float().numpy()
+
+    def in_vocabulary(self, logits: np.ndarray) -> list[bool | None]:
+        """Per row of logits: whether this model knows the kind of object (None: uncalibrated)."""
+        if self.vocabulary is None:
+            return [None] * len(logits)
+        return [bool(v) for v in self.vocabulary.in_vocabulary(logits)]
 
     @property
     def name(self) -> str:
@@ -48,16 +69,19 @@ class LoadedModel:
         return f"{cfg.name} x{cfg.width:g}"
 
     @torch.no_grad()
-    def probabilities(self, points: np.ndarray) -> tuple[np.ndarray, float]:
-        """Class probabilities for one prepared cloud (P, 3), and the latency in ms."""
+    def probabilities(self, points: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """Class probabilities for one prepared cloud (P, 3), the latency in ms and the logits."""
         x = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)).unsqueeze(0)
         t0 = time.perf_counter()
-        logits = self.model(x)
+        logits = self.model(x).float()
         ms = (time.perf_counter() - t0) * 1000
-        return torch.softmax(logits.float(), 1)[0].numpy(), ms
+        return torch.softmax(logits, 1)[0].numpy(), ms, logits[0].numpy()
 
-    def describe(self, probs: np.ndarray, ms: float, top: int) -> dict:
+    def top_classes(self, probs: np.ndarray, top: int) -> list[dict]:
         order = np.argsort(-probs)[:top]
+        return [{"class": self.class_names[i], "prob": float(probs[i])} for i in order]
+
+    def describe(self, probs: np.ndarray, ms: float, top: int, in_vocabulary: bool | None = None) -> dict:
         return {
             "checkpoint": self.checkpoint,
             "model": self.name,
@@ -65,7 +89,9 @@ class LoadedModel:
             "macs": self.macs,
             "size_bytes": self.size_bytes,
             "latency_ms": ms,
-            "top": [{"class": self.class_names[i], "prob": float(probs[i])} for i in order],
+            "top": self.top_classes(probs, top),
+            "in_vocabulary": in_vocabulary,
+            "vocabulary": None if self.vocabulary is None else self.vocabulary.to_dict(),
         }
 
 
@@ -97,39 +123,173 @@ class Comparison:
 
     def predict_points(self, points: np.ndarray, top: int = 5) -> dict:
         """Both models on one prepared cloud (P, 3): top classes, full probabilities, agreement."""
-        pt, mt = self.teacher.probabilities(points)
-        ps, ms = self.student.probabilities(points)
-        t, s = self.teacher.describe(pt, mt, top), self.student.describe(ps, ms, top)
+        pt, mt, lt = self.teacher.probabilities(points)
+        ps, ms, ls = self.student.probabilities(points)
+        t = self.teacher.describe(pt, mt, top, self.teacher.in_vocabulary(lt[None])[0])
+        s = self.student.describe(ps, ms, top, self.student.in_vocabulary(ls[None])[0])
         t["probs"], s["probs"] = pt.tolist(), ps.tolist()
+        agree = int(pt.argmax()) == int(ps.argmax())
         return {
             "teacher": t,
             "student": s,
-            "agree": int(pt.argmax()) == int(ps.argmax()),
+            "agree": agree,
+            "verdict": verdict(agree, t["in_vocabulary"], s["in_vocabulary"]),
             "divergence": js_divergence(pt, ps),
         }
 
-    def predict_file(self, path: str | Path, top: int = 5, up_axis: str = "z", num_points: int = 1024) -> dict:
-        from core.data.io import load_point_cloud
+    def predict_batch(self, batch: np.ndarray, top: int = 5) -> list[dict]:
+        """Both models on prepared clouds (B, P, 3): per cloud ``teacher``/``student`` with ``top`` and
+        ``in_vocabulary``, ``agree`` and ``verdict`` (the compact form of found objects)."""
+        out = [dict() for _ in range(len(batch))]
+        tops = {}
+        for role, m in (("teacher", self.teacher), ("student", self.student)):
+            logits = m.logits(batch)
+            probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+            vocab = m.in_vocabulary(logits)
+            tops[role] = probs.argmax(1)
+            for i, o in enumerate(out):
+                o[role] = {"top": m.top_classes(probs[i], top), "in_vocabulary": vocab[i]}
+        for i, o in enumerate(out):
+            o["agree"] = bool(tops["teacher"][i] == tops["student"][i])
+            o["verdict"] = verdict(o["agree"], o["teacher"]["in_vocabulary"], o["student"]["in_vocabulary"])
+        return out
+
+    def estimate_up_axis(self, xyz: np.ndarray, num_points: int = 1024) -> tuple[str, dict[str, float]]:
+        """The signed axis of ``xyz`` that is most likely up, and each axis's score.
+
+        The cloud is shown to both models with each of the six axes turned up; the score of an
+        axis is the sum of both models' energies (``logsumexp`` of the logits): the orientation
+        the models find most familiar. Another axis wins over z only by ``UP_ESTIMATE_MARGIN``.
+        FPS and the unit-sphere normalisation commute with rotations, so the cloud is prepared once.
+        """
+        from core.data.orient import convert_up_axis
         from core.data.preprocess import prepare_points
 
-        cloud = load_point_cloud(path)
-        pts = prepare_points(cloud.xyz, num_points=num_points, up_axis=up_axis)
+        base = prepare_points(xyz, num_points=num_points)
+        views = np.stack([convert_up_axis(base, a, "z") for a in UP_AXES]).astype(np.float32)
+        energy = sum(torch.logsumexp(torch.from_numpy(m.logits(views)), 1).numpy()
+                     for m in (self.teacher, self.student))
+        scores = {a: float(e) for a, e in zip(UP_AXES, energy)}
+        best = max(scores, key=scores.get)
+        if scores[best] - scores["z"] < UP_ESTIMATE_MARGIN:
+            best = "z"
+        return best, scores
+
+    def analyze(self, cloud, up: str = "auto", scene_params=None) -> dict:
+        """What the input is before any prediction: its up axis (and its source) and whether it is
+        a scene. Returns the JSON ``input`` block plus private keys (``_up``, ``_support``)."""
+        from core.data.scene import check_scene, nearest_signed_axis
+
+        t0 = time.perf_counter()
+        many = len(cloud.xyz) >= SCENE_MIN_POINTS
+        check = check_scene(cloud.xyz, scene_params) if many else None
+        scene = bool(check is not None and check.scene)
+        support = check.support.normal if scene else None
+        if scene:
+            estimate = (lambda: (nearest_signed_axis(support), {}))
+        else:
+            estimate = (lambda: self.estimate_up_axis(cloud.xyz))
+        up_axis = decide_up_axis(up, getattr(cloud, "up_hint", None), estimate)
+        info = {
+            "path": cloud.path,
+            "format": cloud.format,
+            "kind": cloud.kind,
+            "points_in_file": int(cloud.original_points),
+            "points_used": int(len(cloud.xyz)),
+            "channels": getattr(cloud, "channels", None),
+            "layout": getattr(cloud, "layout", None),
+            "notes": list(getattr(cloud, "notes", []) or []),
+            **up_axis.to_dict(),
+            "up_axis_scores": up_axis.scores,
+            "scene": scene,
+            "scene_reason": (check.reason if check is not None else
+                             f"fewer than {SCENE_MIN_POINTS} points: treated as one object"),
+            "analysis_ms": (time.perf_counter() - t0) * 1000,
+            "_up": up_axis,
+            "_support": support,
+        }
+        return info
+
+    def predict_cloud(self, cloud, up: str = "auto", top: int = 5, objects: bool = False,
+                      num_points: int = 1024) -> dict:
+        """The whole answer for one loaded cloud (the ``predict --json`` contract, docs/CLI.md)."""
+        from core.data.preprocess import prepare_points
+
+        info = self.analyze(cloud, up)
+        up_axis: UpAxis = info.pop("_up")
+        support = info.pop("_support")
+        pts = prepare_points(cloud.xyz, num_points=num_points, up_axis=up_axis.axis)
         result = self.predict_points(pts, top)
         for role in ("teacher", "student"):
             result[role].pop("probs")
-        result["file"] = str(path)
+        if info["scene"]:
+            result["verdict"] = "scene"
+        result = {"input": info, **result, "file": cloud.path}
+        if objects:
+            result["objects"] = self.predict_objects(cloud.xyz, up_axis, support, top=top, num_points=num_points)
         return result
+
+    def predict_objects(self, xyz: np.ndarray, up_axis: UpAxis, support: np.ndarray | None = None,
+                        top: int = 5, num_points: int = 1024) -> list[dict]:
+        """Objects found in a scene, each with both models' predictions, largest first.
+
+        Each object is turned upright by the scene's support plane when there is one (its normal
+        becomes z), else by the decided up axis.
+        """
+        from core.data.preprocess import prepare_points
+        from core.data.scene import find_objects, rotation_between
+        from core.data.orient import rotation_to_z
+
+        found, plane_up = find_objects(xyz)
+        normal = support if support is not None else plane_up
+        if up_axis.source == "user" or normal is None:
+            rot = rotation_to_z(up_axis.axis)
+        else:
+            rot = rotation_between(normal)
+        if not found:
+            return []
+        batch = np.stack([prepare_points(np.asarray(xyz)[o.indices] @ rot.T, num_points=num_points) for o in found])
+        preds = self.predict_batch(batch, top)
+        return [{"bbox_min": o.bbox_min.tolist(), "bbox_max": o.bbox_max.tolist(), "points": o.points,
+                 "indices": o.indices, **p} for o, p in zip(found, preds)]
+
+    def predict_file(self, path: str | Path, top: int = 5, up: str = "auto", num_points: int = 1024,
+                     channels: int | None = None, objects: bool = False) -> dict:
+        from core.data.io import load_point_cloud
+
+        kwargs = {"channels": channels} if channels else {}
+        cloud = load_point_cloud(path, **kwargs)
+        return self.predict_cloud(cloud, up=up, top=top, objects=objects, num_points=num_points)
+
+
+def verdict(agree: bool, teacher_knows: bool | None, student_knows: bool | None) -> str:
+    """One word for what the two models say together (``scene`` is set by the caller).
+
+    ``neither_recognises`` and ``only_teacher_recognises`` / ``only_student_recognises`` come before
+    agreement: two models agreeing on a class neither of them knows is not agreement.
+    """
+    if teacher_knows is False and student_knows is False:
+        return "neither_recognises"
+    if teacher_knows is True and student_knows is False:
+        return "only_teacher_recognises"
+    if teacher_knows is False and student_knows is True:
+        return "only_student_recognises"
+    return "agree" if agree else "disagree"
 
 
 @torch.no_grad()
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", limit: int = 0,
-                        batch_size: int = 64) -> dict:
-    """OA and mean class accuracy (fractions) of a checkpoint on a dataset split."""
+                        batch_size: int = 64, up: str | None = None, channels: int | None = None) -> dict:
+    """OA and mean class accuracy (fractions) of a checkpoint on a dataset split.
+
+    ``up`` overrides the dataset layout's up-axis convention; ``channels`` is the floats per point
+    of binary float32 point files.
+    """
     from core.data.datasets import load_split
     from core.engine.metrics import classification_metrics
 
     model, ck = load_model(checkpoint)
-    ds = load_split(data, split, 1024)
+    ds = load_split(data, split, 1024, source_up_axis=up, channels=channels)
     if list(ds.class_names) != list(ck["class_names"]):
         raise CheckpointError(f"{ck['path']}: trained on {len(ck['class_names'])} classes that differ from {data}'s "
                               f"{len(ds.class_names)}")

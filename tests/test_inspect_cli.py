@@ -103,3 +103,59 @@ def test_real_command_line_exit_status(tmp_path):
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().count("\n") == 0 and "no such file" in r.stderr
+
+
+def _kitti_like(path: Path, n: int = 600) -> np.ndarray:
+    """A KITTI-layout scan (x y z intensity), in scan order: one ring after another."""
+    rng = np.random.default_rng(0)
+    e = np.repeat(np.deg2rad(np.linspace(-25, 3, 64)), 600)
+    a = np.tile(np.linspace(-np.pi, np.pi, 600, endpoint=False), 64)
+    r = np.where(e < -0.02, 1.73 / np.maximum(np.sin(-e), 1e-3), 20 + 15 * np.abs(np.sin(3 * a)))
+    keep = np.sort(rng.choice(len(e), n, replace=False))
+    e, a, r = e[keep], a[keep], np.minimum(r[keep], 80)
+    rows = np.stack([r * np.cos(e) * np.cos(a), r * np.cos(e) * np.sin(a), r * np.sin(e),
+                     np.round(rng.random(n), 2)], axis=1).astype("<f4")
+    rows.tofile(path)
+    return rows
+
+
+def test_float32_scan_reports_layout_up_hint_and_notes(tmp_path, capsys):
+    _kitti_like(tmp_path / "000000.bin")
+    rc, out, err = _run(capsys, tmp_path / "000000.bin", "--json")
+    info = json.loads(out)
+    assert rc == 0 and err == ""
+    assert (info["format"], info["channels"], info["layout"], info["up_hint"]) == \
+        ("kitti_bin", 4, "x y z intensity", "z")
+    assert info["points_in_file"] == 600 and any("told from" in n for n in info["notes"])
+    rc, out, _ = _run(capsys, tmp_path / "000000.bin")
+    assert rc == 0
+    assert "layout    x y z intensity (4 floats per point)" in out and "up hint   z (fixed by the format)" in out
+    assert sum(line.startswith("note      ") for line in out.splitlines()) == len(info["notes"])
+
+
+def test_channels_option(tmp_path, capsys):
+    rows = _kitti_like(tmp_path / "scan.bin")
+    rc, out, _ = _run(capsys, tmp_path / "scan.bin", "--channels", 5, "--json")
+    info = json.loads(out)
+    assert rc == 0 and info["channels"] == 5 and info["points_in_file"] == rows.size // 5
+    assert any("check --channels" in n for n in info["notes"])
+
+
+def test_ambiguous_layout_exit_2_names_channels(tmp_path, capsys):
+    f = tmp_path / "scan.bin"
+    np.random.default_rng(3).random(480).astype("<f4").tofile(f)
+    rc, out, err = _run(capsys, f)
+    lines = err.strip().splitlines()
+    assert rc == 2 and out == "" and len(lines) == 1 and "--channels" in lines[0] and str(f) in lines[0]
+    rc, out, _ = _run(capsys, f, "--channels", 4, "--json")
+    assert rc == 0 and json.loads(out)["points_in_file"] == 120
+    rc, out, err = _run(capsys, f, "--channels", 2)
+    assert rc == 2 and out == "" and err.count("\n") == 1 and "channels" in err
+
+
+def test_mesh_report_has_the_new_keys(tmp_path, capsys):
+    (tmp_path / "t.off").write_text("OFF\n4 2 0\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n3 0 1 2\n3 0 2 3\n")
+    rc, out, _ = _run(capsys, tmp_path / "t.off", "--json")
+    info = json.loads(out)
+    assert rc == 0 and info["format"] == "off"
+    assert (info["channels"], info["layout"], info["up_hint"], info["notes"]) == (None, None, None, [])

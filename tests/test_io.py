@@ -9,7 +9,8 @@ import pytest
 
 from core.data import io
 from core.data.io import SUPPORTED_FORMATS, PointCloud, load_point_cloud
-from core.errors import EmptyCloudError, FileReadError, MeshError, T3DError, UnsupportedFormatError
+from core.errors import (ChannelsNeededError, EmptyCloudError, FileReadError, MeshError, T3DError,
+                         UnsupportedFormatError)
 
 RNG = np.random.default_rng(0)
 PTS = RNG.normal(size=(500, 3)).astype(np.float32)
@@ -431,3 +432,418 @@ def test_real_scans_read(shared_data):
     assert len(frag.xyz) == 113662 and frag.normals is not None and frag.colors is not None
     bunny = load_point_cloud(scans / "bun_zipper.ply", num_samples=5000)
     assert (bunny.kind, bunny.original_points, bunny.original_faces) == ("mesh", 35947, 69451)
+
+
+# ---------------------------------------------------------------------------------------------
+# the content decides the reader, the extension only breaks ties
+
+
+def test_headerless_text_named_ply_reads_as_text(tmp_path):
+    f = tmp_path / "points.ply"
+    f.write_text("\n".join(f"{x} {y} {z}" for x, y, z in PTS) + "\n")
+    c = load_point_cloud(f)
+    assert c.format == "text"
+    check_points(c)
+    one = tmp_path / "one.ply"
+    one.write_text("1 2 3")  # a single row without a newline
+    assert load_point_cloud(one).xyz.tolist() == [[1, 2, 3]]
+
+
+def test_formats_named_wrongly_read_by_content(tmp_path):
+    write_ply_points(tmp_path / "cloud.txt")
+    assert load_point_cloud(tmp_path / "cloud.txt").format == "ply"
+    write_pcd(tmp_path / "cloud.ply", "binary")
+    check_points(load_point_cloud(tmp_path / "cloud.ply"), colors=True)
+    np.save(tmp_path / "a.npy", PTS)
+    (tmp_path / "a.npy").rename(tmp_path / "a.xyz")
+    assert load_point_cloud(tmp_path / "a.xyz").format == "npy"
+    (tmp_path / "cube.obj").write_text("OFF\n8 12 0\n" + "".join(f"{a} {b} {c}\n" for a, b, c in CUBE_V) +
+                                       "".join(f"3 {a} {b} {c}\n" for a, b, c in CUBE_T))
+    assert load_point_cloud(tmp_path / "cube.obj", num_samples=10).format == "off"
+
+
+def test_unrecognised_content_gets_the_extension_readers_error(tmp_path):
+    f = tmp_path / "broken.pcd"
+    f.write_bytes(b"\x01\x02" * 50)
+    assert "PCD" in _assert_error(FileReadError, f)
+
+
+# ---------------------------------------------------------------------------------------------
+# headerless float32 points: the layout from the size and the content
+
+
+def lidar_scan(n, seed, rings=64, firing=False):
+    """n points of a simulated spinning LiDAR (ground and walls) in scan order, their ring, and an rng.
+
+    ``firing``: one firing of all rings after another (nuScenes) instead of one ring after another.
+    """
+    rng = np.random.default_rng(seed)
+    elev = np.deg2rad(np.linspace(-25, 3, rings))
+    az = np.linspace(-np.pi, np.pi, 600, endpoint=False)
+    if firing:
+        a, e = (g.ravel() for g in np.meshgrid(az, elev, indexing="ij"))
+        ring = np.tile(np.arange(rings), len(az))
+    else:
+        e, a = (g.ravel() for g in np.meshgrid(elev, az, indexing="ij"))
+        ring = np.repeat(np.arange(rings), len(az))
+    r = np.where(e < -0.02, 1.73 / np.maximum(np.sin(-e), 1e-3), 20 + 15 * np.abs(np.sin(3 * a)))
+    r = np.minimum(r, 80) + rng.normal(0, 0.02, len(e))
+    xyz = np.stack([r * np.cos(e) * np.cos(a), r * np.cos(e) * np.sin(a), r * np.sin(e)], axis=1)
+    keep = np.sort(rng.choice(len(e), n, replace=False))
+    return xyz[keep], ring[keep], rng
+
+
+def room_rgb(n, seed, centred, unit_colours):
+    """A shuffled indoor cloud with colours, as ScanNet / S3DIS / SUN RGB-D points are stored."""
+    rng = np.random.default_rng(seed)
+    xyz = rng.uniform(0, [6, 4, 3], (n, 3)) - ([3, 2, 0.2] if centred else 0)
+    rgb = rng.integers(0, 256, (n, 3)).astype(np.float64)
+    return np.concatenate([xyz, rgb / 255 if unit_colours else rgb], axis=1)
+
+
+def _layout_case(kind):
+    if kind == "kitti":  # 600 points: 9,600 bytes divide into rows of 3, 4, 5 and 6 floats
+        xyz, _, rng = lidar_scan(600, 1)
+        return np.c_[xyz, np.round(rng.beta(2, 5, 600), 2)], "x y z intensity", "kitti_bin"
+    if kind == "kitti_0_255":
+        xyz, _, rng = lidar_scan(600, 2)
+        return np.c_[xyz, rng.integers(0, 256, 600)], "x y z intensity", "kitti_bin"
+    if kind == "nuscenes":
+        xyz, ring, rng = lidar_scan(480, 3, rings=32, firing=True)
+        return np.c_[xyz, rng.integers(0, 256, 480), ring], "x y z intensity ring", "nuscenes_bin"
+    if kind == "waymo5":
+        xyz, _, rng = lidar_scan(600, 4)
+        return np.c_[xyz, rng.gamma(1, 0.2, 600), rng.gamma(1, 0.3, 600)], "x y z intensity elongation", "waymo_bin"
+    if kind == "waymo6":
+        xyz, _, rng = lidar_scan(600, 5)
+        return (np.c_[xyz, rng.gamma(1, 0.2, 600), rng.gamma(1, 0.3, 600), np.full(600, 1.55e15)],
+                "x y z intensity elongation timestamp", "waymo_bin")
+    if kind == "rgb_0_255":
+        return room_rgb(300, 6, centred=False, unit_colours=False), "x y z r g b", "xyzrgb_bin"
+    if kind == "rgb_0_255_centred":
+        return room_rgb(300, 7, centred=True, unit_colours=False), "x y z r g b", "xyzrgb_bin"
+    if kind == "rgb_0_1":
+        return room_rgb(300, 8, centred=True, unit_colours=True), "x y z r g b", "xyzrgb_bin"
+    if kind == "xyz":
+        return lidar_scan(600, 9)[0], "x y z", "float32_bin"
+    raise KeyError(kind)
+
+
+LAYOUTS = ["kitti", "kitti_0_255", "nuscenes", "waymo5", "waymo6", "rgb_0_255", "rgb_0_255_centred", "rgb_0_1",
+           "xyz"]
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
+def test_float32_layout_told_from_content(tmp_path, kind):
+    rows, layout, fmt = _layout_case(kind)
+    rows = rows.astype("<f4")
+    f = tmp_path / f"{kind}.bin"
+    rows.tofile(f)
+    c = load_point_cloud(f)
+    assert (c.format, c.channels, c.layout) == (fmt, rows.shape[1], layout)
+    assert c.original_points == len(rows) and c.kind == "points"
+    np.testing.assert_array_equal(c.xyz, rows[:, :3])
+    assert c.up_hint == (None if kind == "xyz" else "z")
+    assert any("told from the file's size and content" in n for n in c.notes)
+    if layout.endswith("r g b"):
+        scale = 1.0 if kind == "rgb_0_1" else 255.0
+        np.testing.assert_allclose(c.colors, rows[:, 3:6] / scale, atol=1e-6)
+    else:
+        assert c.colors is None
+    # the same bytes, told explicitly, read the same; under another name the content still decides
+    e = load_point_cloud(f, channels=rows.shape[1])
+    np.testing.assert_array_equal(e.xyz, c.xyz)
+    assert not any("told from" in n for n in e.notes)
+    other = tmp_path / f"{kind}.dat"
+    rows.tofile(other)
+    assert load_point_cloud(other).channels == rows.shape[1]
+
+
+def test_kitti_scan_whose_size_also_fits_rows_of_6(tmp_path):
+    rows, _, _ = _layout_case("kitti")
+    assert rows.astype("<f4").nbytes % 24 == 0 and rows.astype("<f4").nbytes % 20 == 0
+    rows.astype("<f4").tofile(tmp_path / "000042.bin")
+    assert io.float32_layout(tmp_path / "000042.bin").plausible == [4]
+
+
+def test_ambiguous_float32_layout_asks_for_channels(tmp_path):
+    f = tmp_path / "scan.bin"
+    np.random.default_rng(3).random(480).astype("<f4").tofile(f)  # values in [0, 1] fit every layout
+    with pytest.raises(ChannelsNeededError) as ei:
+        load_point_cloud(f)
+    msg = str(ei.value)
+    assert isinstance(ei.value, UnsupportedFormatError) and ei.value.candidates == [3, 4, 5, 6]
+    assert "\n" not in msg and str(f) in msg and "--channels" in msg and "ambiguous" in msg
+    c = load_point_cloud(f, channels=4)
+    assert (c.original_points, c.channels, c.format) == (120, 4, "kitti_bin")
+
+
+@pytest.mark.parametrize("extra", [3, 4])  # 7 and 8 floats per point: no known layout
+def test_unknown_float32_layout_is_refused_not_misread(tmp_path, extra):
+    xyz, _, rng = lidar_scan(600, 10 + extra)
+    rows = np.c_[xyz, rng.random(600), rng.gamma(1, 0.3, (600, extra))].astype("<f4")
+    f = tmp_path / "scan.bin"
+    rows.tofile(f)
+    with pytest.raises(ChannelsNeededError) as ei:
+        load_point_cloud(f)
+    assert "--channels" in str(ei.value)
+    c = load_point_cloud(f, channels=rows.shape[1])
+    assert c.original_points == 600 and c.layout == f"x y z + {rows.shape[1] - 3} values"
+    np.testing.assert_array_equal(c.xyz, rows[:, :3])
+    assert any("not used" in n for n in c.notes)
+
+
+def test_explicit_channels_that_do_not_divide_the_size(tmp_path):
+    f = tmp_path / "scan.bin"
+    np.zeros((10, 4), "<f4").tofile(f)
+    msg = _assert_error(FileReadError, f, channels=6)
+    assert "6 float32" in msg and "--channels" in msg
+
+
+def test_explicit_channels_against_the_content_is_noted(tmp_path):
+    rows, _, _ = _layout_case("kitti")
+    rows.astype("<f4").tofile(tmp_path / "k.bin")
+    c = load_point_cloud(tmp_path / "k.bin", channels=5)
+    assert c.original_points == 480 and any("looks like 4 floats per point" in n for n in c.notes)
+
+
+@pytest.mark.parametrize("bad", [0, 2, 65, True, 4.0])
+def test_channels_out_of_range(tmp_path, bad):
+    np.zeros((10, 4), "<f4").tofile(tmp_path / "a.bin")
+    with pytest.raises(T3DError) as ei:
+        load_point_cloud(tmp_path / "a.bin", channels=bad)
+    assert "channels" in str(ei.value)
+
+
+def test_channels_is_ignored_with_a_note_for_other_formats(tmp_path):
+    write_ply_points(tmp_path / "a.ply")
+    c = load_point_cloud(tmp_path / "a.ply", channels=4)
+    assert c.channels is None and any("channels=4 ignored" in n for n in c.notes)
+
+
+def test_bin_that_is_not_float32_points(tmp_path):
+    (tmp_path / "odd.bin").write_bytes(b"\0" * 30)
+    assert "float32" in _assert_error(FileReadError, tmp_path / "odd.bin")
+    (tmp_path / "seven.bin").write_bytes(np.ones(7, "<f4").tobytes())  # 28 bytes: no row size of 3-6 floats
+    assert "truncated" in _assert_error(FileReadError, tmp_path / "seven.bin")
+    (tmp_path / "noise.bin").write_bytes(np.random.default_rng(5).integers(0, 256, 4800, dtype=np.uint8).tobytes())
+    assert "not float32 point data" in _assert_error(FileReadError, tmp_path / "noise.bin")
+
+
+# ---------------------------------------------------------------------------------------------
+# zip archives
+
+
+def _zip(path, members: dict):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            if name.endswith("/"):
+                z.writestr(zipfile.ZipInfo(name), b"")
+            else:
+                z.writestr(name, data)
+    return path
+
+
+def _obj_text():
+    return ("".join(f"v {a} {b} {c}\n" for a, b, c in CUBE_V) +
+            "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in CUBE_T))
+
+
+def test_zip_holding_one_mesh(tmp_path):
+    f = _zip(tmp_path / "cube.zip", {"cube/": b"", "cube/cube.obj": _obj_text(), "cube/cube.mtl": "newmtl a\n",
+                                     "__MACOSX/cube/._cube.obj": b"\0\1junk", "cube/.DS_Store": b"\0\0"})
+    c = load_point_cloud(f, num_samples=200)
+    assert (c.format, c.kind, c.original_faces, c.path, len(c.xyz)) == ("zip:obj", "mesh", 12, str(f), 200)
+    assert any("cube/cube.mtl" in n for n in c.notes) and not any("MACOSX" in n or "DS_Store" in n for n in c.notes)
+
+
+def test_zip_content_with_another_extension_and_float32_inside(tmp_path):
+    rows, _, _ = _layout_case("kitti")
+    f = _zip(tmp_path / "scan.data", {"velodyne/000000.bin": rows.astype("<f4").tobytes()})
+    c = load_point_cloud(f)
+    assert (c.format, c.channels, c.original_points, c.up_hint) == ("zip:kitti_bin", 4, 600, "z")
+
+
+def test_zip_of_npy_arrays_is_npz(tmp_path):
+    buf = __import__("io").BytesIO()
+    np.save(buf, PTS)
+    f = _zip(tmp_path / "arrays.zip", {"points.npy": buf.getvalue()})
+    c = load_point_cloud(f)
+    assert c.format == "npz"
+    check_points(c)
+
+
+def test_zip_with_several_or_no_clouds_names_the_members(tmp_path):
+    f = _zip(tmp_path / "two.zip", {"a.obj": _obj_text(), "b.ply": b"ply\n", "readme.md": b"hi"})
+    msg = _assert_error(UnsupportedFormatError, f)
+    assert "a.obj" in msg and "b.ply" in msg
+    g = _zip(tmp_path / "none.zip", {"readme.md": b"hi", "photo.jpg": b"\xff\xd8", "__MACOSX/._x": b""})
+    msg = _assert_error(UnsupportedFormatError, g)
+    assert "readme.md" in msg and "photo.jpg" in msg and "MACOSX" not in msg
+    h = _zip(tmp_path / "empty.zip", {})
+    assert "no 3D file" in _assert_error(UnsupportedFormatError, h)
+
+
+def test_zip_inside_zip_and_corrupt_zip(tmp_path):
+    inner = _zip(tmp_path / "inner.zip", {"cube.obj": _obj_text()}).read_bytes()
+    nested = _zip(tmp_path / "outer.zip", {"inner.zip": inner})
+    assert "archive inside an archive" in _assert_error(UnsupportedFormatError, nested)
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    _assert_error(FileReadError, bad)
+
+
+def test_zip_member_too_large_for_memory(tmp_path, monkeypatch):
+    f = _zip(tmp_path / "big.zip", {"cube.obj": _obj_text() * 50})
+    monkeypatch.setattr(io, "available_memory", lambda: 5000)
+    assert "too large" in _assert_error(FileReadError, f)
+
+
+def test_zip_member_that_unpacks_past_its_declared_size(tmp_path):
+    """A zip bomb that under-declares its size is stopped, never unpacked in full."""
+    import zipfile
+
+    data = b"0 0 0\n1 0 0\n0 1 0\n" * 2000
+    f = _zip(tmp_path / "bomb.zip", {"pts.xyz": data})
+    raw = bytearray(f.read_bytes())
+    central = raw.index(b"PK\x01\x02")
+    for at in (22, central + 24):  # uncompressed size in the local header and in the central directory
+        assert struct.unpack_from("<I", raw, at)[0] == len(data)
+        struct.pack_into("<I", raw, at, 100)
+    f.write_bytes(bytes(raw))
+    assert zipfile.ZipFile(f).infolist()[0].file_size == 100
+    _assert_error(FileReadError, f)
+
+
+# ---------------------------------------------------------------------------------------------
+# PLY: triangle strips, and what is not used is noted
+
+
+def _ply_strip(path, strip, binary):
+    v = np.array([[0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 0], [2, 0, 0], [2, 1, 0]], np.float32)
+    head = (f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\nelement vertex 6\n"
+            "property float x\nproperty float y\nproperty float z\nelement tristrips 1\n"
+            "property list int int vertex_indices\nend_header\n")
+    with open(path, "wb") as f:
+        f.write(head.encode())
+        if binary:
+            f.write(v.astype("<f4").tobytes() + struct.pack("<i", len(strip)) + np.asarray(strip, "<i4").tobytes())
+        else:
+            f.write("".join(f"{a} {b} {c}\n" for a, b, c in v).encode())
+            f.write((f"{len(strip)} " + " ".join(map(str, strip)) + "\n").encode())
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_ply_triangle_strips(tmp_path, binary):
+    f = tmp_path / "strip.ply"
+    _ply_strip(f, [0, 1, 2, 3, 4, 5], binary)
+    c = load_point_cloud(f, num_samples=500)
+    assert c.kind == "mesh" and c.original_faces == 4
+    v = c.mesh_vertices[c.mesh_faces]
+    normal_z = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])[:, 2]
+    assert (normal_z < 0).all() or (normal_z > 0).all(), "alternate strip triangles must keep one winding"
+    assert (c.xyz[:, 0] >= -1e-6).all() and (c.xyz[:, 0] <= 2 + 1e-6).all() and np.allclose(c.xyz[:, 2], 0)
+    _ply_strip(f, [0, 1, 2, -1, 3, 4, 5, 5, 5], binary)  # restart; a repeated index makes degenerate triangles
+    c = load_point_cloud(f, num_samples=50)
+    assert c.original_faces == 2 and sorted(map(sorted, c.mesh_faces.tolist())) == [[0, 1, 2], [3, 4, 5]]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_ply_unused_elements_and_properties_are_noted(tmp_path, binary):
+    head = (f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\nelement vertex 8\n"
+            "property float x\nproperty float y\nproperty float z\nproperty float quality\n"
+            "property float confidence\nelement face 12\nproperty list uchar int vertex_indices\n"
+            "property uchar red\nelement edge 2\nproperty int vertex1\nproperty int vertex2\n"
+            "element material 0\nproperty float ambient\nend_header\n")
+    f = tmp_path / "noted.ply"
+    with open(f, "wb") as fh:
+        fh.write(head.encode())
+        if binary:
+            fh.write(np.c_[CUBE_V, np.ones((8, 2))].astype("<f4").tobytes())
+            for face in CUBE_T:
+                fh.write(struct.pack("<B", 3) + face.astype("<i4").tobytes() + b"\x07")
+            fh.write(np.array([[0, 1], [1, 2]], "<i4").tobytes())
+        else:
+            fh.write("".join(f"{a} {b} {c} 1 1\n" for a, b, c in CUBE_V).encode())
+            fh.write("".join(f"3 {a} {b} {c} 7\n" for a, b, c in CUBE_T).encode())
+            fh.write(b"0 1\n1 2\n")
+    c = load_point_cloud(f, num_samples=100)
+    assert c.original_faces == 12
+    assert "PLY vertex properties ignored: quality, confidence" in c.notes
+    assert "PLY face properties ignored: red" in c.notes
+    assert "PLY element 'edge' (2 rows) ignored" in c.notes
+    assert not any("material" in n for n in c.notes)  # no rows: nothing was dropped
+
+
+def test_ply_with_everything_used_has_no_notes(tmp_path):
+    write_ply_points(tmp_path / "a.ply")
+    assert load_point_cloud(tmp_path / "a.ply").notes == []
+
+
+# ---------------------------------------------------------------------------------------------
+# notes of the other readers
+
+
+def test_pcd_text_npz_obj_notes(tmp_path):
+    n = 50
+    f = tmp_path / "i.pcd"
+    arr = np.zeros(n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
+    arr["x"], arr["y"], arr["z"] = PTS[:n].T
+    f.write_bytes(_pcd_header(n, "x y z intensity", "4 4 4 4", "F F F F", "1 1 1 1") + arr.tobytes())
+    assert load_point_cloud(f).notes == ["PCD fields ignored: intensity"]
+    t = tmp_path / "named.csv"
+    t.write_text("x,y,z,intensity,label\n" + "\n".join(f"{x},{y},{z},0.5,3" for x, y, z in PTS[:n]) + "\n")
+    assert load_point_cloud(t).notes == ["text columns not used: intensity, label"]
+    u = tmp_path / "plain.xyz"
+    u.write_text("\n".join(f"{x} {y} {z} 0.5" for x, y, z in PTS[:n]) + "\n")
+    assert load_point_cloud(u).notes == ["text columns not used: 4 (of 4)"]
+    np.savez(tmp_path / "a.npz", points=PTS, labels=np.zeros(500))
+    assert load_point_cloud(tmp_path / "a.npz").notes == ["NPZ arrays ignored: labels"]
+    o = tmp_path / "lines.obj"
+    o.write_text(_obj_text() + "l 1 2\nl 2 3\n")
+    assert load_point_cloud(o, num_samples=10).notes == ["OBJ 'l' elements (2) ignored"]
+
+
+def test_las_extra_dimensions_noted_and_z_up(tmp_path):
+    laspy = pytest.importorskip("laspy")
+    las = laspy.LasData(laspy.LasHeader(point_format=3, version="1.2"))
+    las.add_extra_dim(laspy.ExtraBytesParams(name="reflectance", type=np.float32))
+    las.x, las.y, las.z = PTS.astype(np.float64).T
+    las.reflectance = np.ones(500, np.float32)
+    f = tmp_path / "scan.las"
+    las.write(f)
+    c = load_point_cloud(f)
+    assert (c.format, c.up_hint) == ("las", "z")
+    assert c.notes == ["LAS extra dimensions ignored: reflectance"]
+    las.write(tmp_path / "scan.laz")
+    (tmp_path / "scan.laz").rename(tmp_path / "compressed.las")
+    assert load_point_cloud(tmp_path / "compressed.las").format == "laz"
+
+
+# ---------------------------------------------------------------------------------------------
+# up axis fixed by the format
+
+
+def test_modelnet_resampled_text_is_y_up(tmp_path):
+    unit = NRM * RNG.random((500, 1)).astype(np.float32)  # inside the unit sphere
+    f = tmp_path / "airplane_0001.txt"
+    f.write_text("\n".join(",".join(f"{v:.6f}" for v in row) for row in np.c_[unit, NRM]) + "\n")
+    c = load_point_cloud(f)
+    assert (c.format, c.up_hint) == ("modelnet_txt", "y") and c.normals is not None
+    big = tmp_path / "scan.txt"  # the same layout far outside the unit sphere: plain text, no convention
+    big.write_text("\n".join(",".join(f"{v:.6f}" for v in row) for row in np.c_[unit * 50, NRM]) + "\n")
+    assert (load_point_cloud(big).format, load_point_cloud(big).up_hint) == ("txt", None)
+
+
+def test_up_hint_per_format(tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    trimesh.Trimesh(CUBE_V, CUBE_T, process=False).export(tmp_path / "cube.glb")
+    assert load_point_cloud(tmp_path / "cube.glb", num_samples=10).up_hint == "y"
+    write_ply_points(tmp_path / "a.ply")
+    write_pcd(tmp_path / "a.pcd")
+    (tmp_path / "a.obj").write_text(_obj_text())
+    np.save(tmp_path / "a.npy", PTS)
+    for name in ("a.ply", "a.pcd", "a.obj", "a.npy"):
+        assert load_point_cloud(tmp_path / name, num_samples=10).up_hint is None, name

@@ -8,12 +8,16 @@ import time
 DESCRIPTION = """\
 Read a mesh or point cloud the way the app and `predict` do, and print what was read: format,
 mesh or points, point/face counts, bounds, and the same after preprocessing (N points, z up,
-unit sphere). A folder is described as a dataset (layout, classes, shapes per split).
-Bad input prints one line on stderr and exits with status 2.
+unit sphere); for a headerless float32 file (LiDAR .bin) its floats per point and columns; the up
+axis the format fixes, if any; and what the file holds that is not used. A folder is described as
+a dataset (layout, classes, shapes per split). Bad input prints one line on stderr and exits with
+status 2.
 
 examples:
   python main.py inspect ../shared/data/scans/bun_zipper.ply --points 1024
   python main.py inspect scan.xyz --up y --json
+  python main.py inspect ../shared/data/lidar_layouts/kitti__training__velodyne__000000.bin
+  python main.py inspect sweep.bin --channels 5
   python main.py inspect ../shared/data/modelnet40_npy1024
 """
 
@@ -26,6 +30,9 @@ def add_commands(sub) -> None:
     p.add_argument("path", help="mesh, point cloud, array or LiDAR file; or a dataset folder")
     p.add_argument("--points", type=int, default=1024, help="points after preprocessing (default 1024)")
     p.add_argument("--up", choices=["z", "y", "x"], default="z", help="up axis of the file (default z)")
+    p.add_argument("--channels", type=int, default=None, metavar="N",
+                   help="floats per point of a headerless float32 file (x y z first), when its size "
+                        "and content do not tell")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -35,7 +42,7 @@ def _bounds(xyz) -> dict:
             "max": [round(float(v), 6) for v in xyz.max(axis=0)]}
 
 
-def inspect_file(path: str, points: int = 1024, up: str = "z") -> dict:
+def inspect_file(path: str, points: int = 1024, up: str = "z", channels: int | None = None) -> dict:
     """Everything ``inspect`` reports about one file (raises T3DError on bad input)."""
     from core.data.io import load_point_cloud
     from core.data.preprocess import prepare_points
@@ -45,7 +52,7 @@ def inspect_file(path: str, points: int = 1024, up: str = "z") -> dict:
 
         raise T3DError(f"--points must be positive, got {points}")
     t0 = time.perf_counter()
-    cloud = load_point_cloud(path)
+    cloud = load_point_cloud(path, channels=channels)
     t1 = time.perf_counter()
     prepared = prepare_points(cloud.xyz, num_points=points, up_axis=up)
     t2 = time.perf_counter()
@@ -54,6 +61,8 @@ def inspect_file(path: str, points: int = 1024, up: str = "z") -> dict:
         "points_in_file": cloud.original_points, "faces": cloud.original_faces,
         "invalid_points": cloud.invalid_points, "points_read": len(cloud.xyz),
         "normals": cloud.normals is not None, "colors": cloud.colors is not None,
+        "channels": cloud.channels, "layout": cloud.layout, "up_hint": cloud.up_hint,
+        "notes": list(cloud.notes),
         "bounds": _bounds(cloud.xyz), "up_axis": up,
         "points_prepared": int(len(prepared)), "bounds_prepared": _bounds(prepared),
         "read_s": round(t1 - t0, 4), "prepare_s": round(t2 - t1, 4),
@@ -81,7 +90,7 @@ def run(args) -> int:
             if info["note"]:
                 print(f"note      {info['note']}")
         return 0
-    info = inspect_file(args.path, args.points, args.up)
+    info = inspect_file(args.path, args.points, args.up, args.channels)
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
@@ -93,6 +102,13 @@ def run(args) -> int:
     fmt = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v) + ")"  # noqa: E731
     print(f"file      {info['path']}\nformat    {info['format']}: {what}"
           f"{' with ' + ' and '.join(extra) if extra else ''}")
+    if info["layout"]:
+        per_point = f" ({info['channels']} floats per point)" if info["channels"] else ""
+        print(f"layout    {info['layout']}{per_point}")
+    if info["up_hint"]:
+        print(f"up hint   {info['up_hint']} (fixed by the format)")
+    for note in info["notes"]:
+        print(f"note      {note}")
     if info["invalid_points"]:
         print(f"dropped   {info['invalid_points']:,} NaN/infinite points")
     if "origin" in info:

@@ -1,5 +1,5 @@
 """Job commands: ``train`` and the stage/baseline commands, ``compress``, ``resume``,
-``evaluate``, ``predict``."""
+``evaluate``, ``calibrate``, ``predict``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import signal
 import sys
 import threading
 from pathlib import Path
+
+from core.data.orient import UP_AXES, UP_CHOICES
+from core.errors import T3DError
+from core.vocabulary import DEFAULT_SCORE, SCORES
 
 STAGES = {
     "train": "train any registered model from scratch (teachers, the scratch baseline)",
@@ -86,17 +90,47 @@ def add_commands(sub) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=0, help="evaluate only this many shapes (evenly spread)")
+    p.add_argument("--up", default=None, choices=UP_AXES,
+                   help="up axis of the dataset's files (default: the layout's convention, e.g. z for ModelNet "
+                        "OFF/npy, y for the PointNet++ text and HDF5 files)")
+    p.add_argument("--channels", type=int, default=None, metavar="N",
+                   help="floats per point of binary float32 point files (x y z first); default: detected")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_evaluate)
 
+    p = sub.add_parser("calibrate", help="add an in-vocabulary threshold to a checkpoint",
+                       description="Calibrate the checkpoint's \"not sure\": the threshold of its familiarity score "
+                       "that flags at most --flag-rate of a fixed slice of the TRAINING split (never the test split). "
+                       "The threshold is stored in the checkpoint (written atomically; everything else kept).\n\n"
+                       "example:\n  python main.py calibrate runs/t3dnet/student.pt --data ../shared/data/modelnet40_npy1024",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint")
+    p.add_argument("--data", required=True, help="the dataset the model was trained on (its train split is used)")
+    p.add_argument("--out", default=None, help="write the calibrated checkpoint here (default: update in place)")
+    p.add_argument("--score", choices=SCORES, default=DEFAULT_SCORE, help=f"familiarity score (default {DEFAULT_SCORE})")
+    p.add_argument("--shapes", type=int, default=1000, help="training shapes used (default 1000, evenly spread)")
+    p.add_argument("--flag-rate", type=float, default=0.05,
+                   help="share of in-vocabulary training shapes allowed below the threshold (default 0.05)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_calibrate)
+
     p = sub.add_parser("predict", help="teacher and student predictions for one 3D file",
-                       description="Run the teacher and the student on one file (any format the app reads).\n\n"
-                       "example:\n  python main.py predict ../shared/data/scans/bathtub_0154.ply --json")
+                       description="Run the teacher and the student on one file (any format the app reads). "
+                       "The up axis comes from --up, else from the format, else from an estimate; a scene "
+                       "(several objects on a floor, road or table) is reported as such, and --objects "
+                       "finds its objects and predicts each. The JSON fields are described in docs/CLI.md.\n\n"
+                       "examples:\n  python main.py predict ../shared/data/scans/bathtub_0154.ply --json\n"
+                       "  python main.py predict scan.bin --channels 5 --objects --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path")
     p.add_argument("--teacher", default=None, help="teacher checkpoint (default: bundled)")
     p.add_argument("--student", default=None, help="student checkpoint (default: bundled)")
     p.add_argument("--top", type=int, default=5)
-    p.add_argument("--up", default="z", choices=["z", "y"], help="up axis of the file (default z)")
+    p.add_argument("--up", default="auto", choices=UP_CHOICES,
+                   help="up axis of the file: auto (the format's, else estimated) or a signed axis (default auto)")
+    p.add_argument("--channels", type=int, default=None, metavar="N",
+                   help="floats per point of a binary float32 point file (x y z first); default: detected")
+    p.add_argument("--objects", action="store_true", help="find the objects of a scene and predict each")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_predict)
 
@@ -197,7 +231,9 @@ def run_resume(args) -> int:
 def run_evaluate(args) -> int:
     from core.inference import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, limit=args.limit)
+    _check_channels(args.channels)
+    result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, limit=args.limit, up=args.up,
+                                 channels=args.channels)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "confusion"}))
     else:
@@ -209,14 +245,59 @@ def run_evaluate(args) -> int:
 def run_predict(args) -> int:
     from core.inference import Comparison
 
+    _check_channels(args.channels)
     comp = Comparison.from_paths(args.teacher, args.student)
-    result = comp.predict_file(args.path, top=args.top, up_axis=args.up)
+    result = comp.predict_file(args.path, top=args.top, up=args.up, channels=args.channels, objects=args.objects)
+    for obj in result.get("objects", []):
+        obj.pop("indices")
     if args.json:
         print(json.dumps(result))
         return 0
+    inp = result["input"]
+    print(f"input: {inp['format']}, {inp['points_in_file']:,} points, up axis {inp['up_axis']} "
+          f"({inp['up_axis_source']}){', a scene: ' + inp['scene_reason'] if inp['scene'] else ''}")
     for role in ("teacher", "student"):
         r = result[role]
-        print(f"{role}: {Path(r['checkpoint']).name} ({r['params']:,} params, {r['latency_ms']:.1f} ms)")
+        known = {True: "", False: "  (not in its vocabulary: it does not know this kind of object)",
+                 None: "  (uncalibrated: no in-vocabulary decision)"}[r["in_vocabulary"]]
+        print(f"{role}: {Path(r['checkpoint']).name} ({r['params']:,} params, {r['latency_ms']:.1f} ms){known}")
         for t in r["top"]:
             print(f"  {t['class']:<14}{t['prob'] * 100:6.1f}%")
+    print(f"verdict: {result['verdict'].replace('_', ' ')}")
+    for i, obj in enumerate(result.get("objects", []), 1):
+        t, s = obj["teacher"], obj["student"]
+        print(f"object {i}: {obj['points']:,} points, teacher {t['top'][0]['class']} {t['top'][0]['prob']:.0%}, "
+              f"student {s['top'][0]['class']} {s['top'][0]['prob']:.0%} ({obj['verdict'].replace('_', ' ')})")
+    return 0
+
+
+def _check_channels(channels: int | None) -> None:
+    if channels is not None and not 3 <= channels <= 64:
+        raise T3DError(f"--channels must be between 3 and 64 floats per point (got {channels})")
+
+
+def run_calibrate(args) -> int:
+    from core.data.datasets import load_split
+    from core.engine.checkpoint import atomic_save, load_model
+    from core.vocabulary import CHECKPOINT_KEY, calibrate_model, calibration_indices
+
+    if not 0 <= args.flag_rate < 1:
+        raise T3DError(f"--flag-rate must be in [0, 1) (got {args.flag_rate})")
+    if args.shapes < 20:
+        raise T3DError(f"--shapes must be at least 20 (got {args.shapes})")
+    model, ck = load_model(args.checkpoint)
+    ds = load_split(args.data, "train", 1024)
+    if list(ds.class_names) != list(ck["class_names"]):
+        raise T3DError(f"{ck['path']}: its classes differ from {args.data}'s: calibrate on the data it was trained on")
+    idx = calibration_indices(len(ds), args.shapes)
+    source = f"{Path(args.data).name} train split, {len(idx)} of {len(ds)} shapes (evenly spread)"
+    cal = calibrate_model(model, ds.points[idx], source, score=args.score, flag_rate=args.flag_rate)
+    ck[CHECKPOINT_KEY] = cal.to_dict()
+    out = Path(args.out or ck["path"])
+    ck.pop("path")
+    atomic_save(ck, out)
+    if args.json:
+        print(json.dumps({"checkpoint": str(out), **cal.to_dict()}))
+    else:
+        print(f"{out}: {cal.score} threshold {cal.threshold:.4f} (flags {cal.flag_rate:.0%} of {cal.source})")
     return 0

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.orient import check_up_axis
 from core.errors import DatasetError, T3DError
 
 CACHE_VERSION = 2  # bump when the preprocessing changes
@@ -307,16 +308,18 @@ def describe_dataset(root: str | os.PathLike) -> dict:
 def load_split(root: str | os.PathLike, split: str = "train", num_points: int = 1024, *,
                source_up_axis: str | None = None,
                progress: bool | Callable[[int, int], None] = True,
-               workers: int | None = None) -> DatasetArrays:
+               workers: int | None = None, channels: int | None = None) -> DatasetArrays:
     """One split of a dataset as arrays, from the cache when it is up to date.
 
     Args:
         root: dataset folder (any layout of :func:`detect_layout`) or a ScanObjectNN ``.h5`` file.
         split: ``train``, ``test`` (``all`` for class folders without splits).
         num_points: points per shape (farthest point sampling, or repetition for small shapes).
-        source_up_axis: override the layout's axis convention (``'y'`` for y-up custom data).
+        source_up_axis: override the layout's axis convention, any signed axis (``'y'`` for y-up
+            custom data, ``'-y'`` for camera frames).
         progress: tqdm bar on stderr while the cache is built, or a callback ``(done, total)``.
         workers: threads reading files while building (default: CPU count, at most 8).
+        channels: floats per point of binary float32 point files (``--channels``), None to detect.
 
     Raises:
         DatasetError: unknown/empty/inconsistent layout, a missing split, unreadable shapes.
@@ -325,9 +328,9 @@ def load_split(root: str | os.PathLike, split: str = "train", num_points: int = 
     split = _canonical_split(split) or split.lower()
     if split not in lay.splits:
         raise DatasetError(f"{lay.root}: no '{split}' split (found: {', '.join(lay.splits) or 'none'})")
-    up = (source_up_axis or lay.up_axis).lower()
+    up = check_up_axis(source_up_axis or lay.up_axis)
     sources = lay.items[split]
-    key = hashlib.sha1(f"{CACHE_VERSION}|{lay.kind}|{lay.root.resolve()}|{split}|{num_points}|{up}".encode())
+    key = hashlib.sha1(f"{CACHE_VERSION}|{lay.kind}|{lay.root.resolve()}|{split}|{num_points}|{up}|{channels or ''}".encode())
     key.update(_fingerprint([s[0] if isinstance(s, tuple) else s for s in sources]).encode())
     key.update("\n".join(lay.class_names).encode())
     stem = f"{lay.root.name}-{hashlib.sha1(str(lay.root.resolve()).encode()).hexdigest()[:6]}_{split}_{num_points}"
@@ -341,7 +344,7 @@ def load_split(root: str | os.PathLike, split: str = "train", num_points: int = 
         except Exception:  # noqa: BLE001 - a damaged or foreign cache file is rebuilt
             pass
     if lay.kind in FILE_LAYOUTS:
-        pts, labels, ids = _build_from_files(lay, sources, num_points, up, progress, workers)
+        pts, labels, ids = _build_from_files(lay, sources, num_points, up, progress, workers, channels)
     else:
         pts, labels, ids = _build_from_h5(lay, sources, num_points, up, progress)
     if len(labels) == 0:
@@ -384,16 +387,17 @@ def _progress_bar(progress, total: int, desc: str):
     return bar.update, bar.close
 
 
-def _prepare_file(path: Path, num_points: int, up: str) -> np.ndarray:
+def _prepare_file(path: Path, num_points: int, up: str, channels: int | None = None) -> np.ndarray:
     from core.data.io import load_point_cloud
     from core.data.preprocess import prepare_points
 
-    cloud = load_point_cloud(path, num_samples=max(4 * num_points, 2048))
+    extra = {"channels": channels} if channels else {}
+    cloud = load_point_cloud(path, num_samples=max(4 * num_points, 2048), **extra)
     return prepare_points(cloud.xyz, num_points=num_points, up_axis=up)
 
 
 def _build_from_files(lay: DatasetLayout, sources: list, num_points: int, up: str, progress,
-                      workers: int | None):
+                      workers: int | None, channels: int | None = None):
     n = len(sources)
     pts = np.empty((n, num_points, 3), dtype=np.float32)
     errors: list[str] = []
@@ -401,7 +405,7 @@ def _build_from_files(lay: DatasetLayout, sources: list, num_points: int, up: st
 
     def work(i: int) -> None:
         try:
-            pts[i] = _prepare_file(sources[i][0], num_points, up)
+            pts[i] = _prepare_file(sources[i][0], num_points, up, channels)
         except T3DError as exc:
             errors.append(str(exc))
 

@@ -8,33 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.data.orient import convert_up_axis
 from core.errors import EmptyCloudError
+
+__all__ = ["PREREDUCE_FACTOR", "convert_up_axis", "farthest_point_indices", "normalize_unit_sphere",
+           "prepare_points", "voxel_downsample"]
 
 # A large cloud is first cut at random to this many times ``num_points``; FPS then runs on
 # that subset (FPS of a 1M-point scan directly costs seconds and gives the same coverage).
 PREREDUCE_FACTOR = 8
-
-_TO_Z = {  # proper rotations (det +1) taking the named up axis to +z
-    "z": np.eye(3),
-    "y": np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]),  # (x, y, z) -> (x, -z, y)
-    "x": np.array([[0.0, 0, -1], [0, 1, 0], [1, 0, 0]]),  # (x, y, z) -> (-z, y, x)
-}
-
-
-def convert_up_axis(xyz: np.ndarray, src: str, dst: str = "z") -> np.ndarray:
-    """Rotate ``xyz`` (..., 3) so that the axis ``src`` points where ``dst`` pointed.
-
-    A rotation, not an axis swap, so shapes are never mirrored. y-up -> z-up maps
-    (x, y, z) to (x, -z, y).
-    """
-    src, dst = src.lower(), dst.lower()
-    if src not in _TO_Z or dst not in _TO_Z:
-        raise ValueError(f"up axis must be one of x, y, z (got {src!r} -> {dst!r})")
-    if src == dst:
-        return np.asarray(xyz)
-    rot = _TO_Z[dst].T @ _TO_Z[src]
-    a = np.asarray(xyz)
-    return (a @ rot.T.astype(a.dtype if a.dtype.kind == "f" else np.float64))
 
 
 def normalize_unit_sphere(xyz: np.ndarray) -> np.ndarray:
@@ -99,7 +81,7 @@ def prepare_points(xyz: np.ndarray, num_points: int = 1024, up_axis: str = "z", 
 
     Steps: drop NaN/Inf rows; optional voxel downsampling; reduce a larger cloud by farthest
     point sampling (``method='fps'``, after a random cut to ``PREREDUCE_FACTOR * num_points``) or
-    at random (``'random'``); repeat points of a smaller cloud; rotate ``up_axis`` to z; centre
+    at random (``'random'``); repeat points of a smaller cloud; rotate the signed ``up_axis`` to z; centre
     and scale to the unit sphere. A cloud of exactly ``num_points`` keeps its order.
 
     Raises:

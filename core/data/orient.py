@@ -1,0 +1,103 @@
+"""The up axis of a file, decided in one place for single files and datasets alike.
+
+An up axis is one of six signed axes (``x y z -x -y -z``). The models expect z up; a cloud is
+brought there by a proper rotation (never a mirror). The decision for a file follows one order:
+
+1. ``user``: the axis the user names (``--up y``, the app's axis box);
+2. ``format``: the file format fixes it (the PointNet++ text format and glTF are y up, LAS and
+   the LiDAR ``.bin`` layouts z up; :attr:`core.data.io.PointCloud.up_hint`);
+3. ``estimated``: an estimate from the points (objects: the orientation the models find most
+   familiar, :meth:`core.inference.Comparison.estimate_up_axis`; scenes: the normal of the
+   dominant support plane, :func:`core.data.scene.support_plane_up`);
+4. ``default``: z, when nothing else is available.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Every up axis a user can name, z (the models' own) first.
+UP_AXES = ("z", "y", "x", "-z", "-y", "-x")
+#: The choices of an up-axis option: ``auto`` decides by the order above.
+UP_CHOICES = ("auto",) + UP_AXES
+#: Where a decided axis came from.
+UP_SOURCES = ("user", "format", "estimated", "default")
+
+_ABOUT_X_180 = np.diag([1.0, -1.0, -1.0])
+_POSITIVE_TO_Z = {
+    "z": np.eye(3),
+    "y": np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]),  # (x, y, z) -> (x, -z, y)
+    "x": np.array([[0.0, 0, -1], [0, 1, 0], [1, 0, 0]]),  # (x, y, z) -> (-z, y, x)
+}
+
+
+def check_up_axis(axis: str) -> str:
+    """``axis`` in canonical form (``'+y'`` and ``'Y'`` become ``'y'``), or ValueError."""
+    a = str(axis).strip().lower().lstrip("+")
+    if a not in UP_AXES:
+        raise ValueError(f"up axis must be one of {', '.join(UP_AXES)} (got {axis!r})")
+    return a
+
+
+def rotation_to_z(axis: str) -> np.ndarray:
+    """The proper rotation (3x3, det +1) that takes the signed ``axis`` to +z.
+
+    For a negative axis it is the positive axis's rotation followed by a half turn about x, so
+    ``-y`` (a camera frame: y down) maps (x, y, z) to (x, z, -y).
+    """
+    a = check_up_axis(axis)
+    rot = _POSITIVE_TO_Z[a[-1]]
+    return _ABOUT_X_180 @ rot if a.startswith("-") else rot.copy()
+
+
+def convert_up_axis(xyz: np.ndarray, src: str, dst: str = "z") -> np.ndarray:
+    """Rotate ``xyz`` (..., 3) so that the signed axis ``src`` points where ``dst`` pointed.
+
+    A rotation, not an axis swap, so shapes are never mirrored. y-up -> z-up maps
+    (x, y, z) to (x, -z, y).
+    """
+    src, dst = check_up_axis(src), check_up_axis(dst)
+    a = np.asarray(xyz)
+    if src == dst:
+        return a
+    rot = rotation_to_z(dst).T @ rotation_to_z(src)
+    return a @ rot.T.astype(a.dtype if a.dtype.kind == "f" else np.float64)
+
+
+def turn_z_up_to(xyz: np.ndarray, axis: str) -> np.ndarray:
+    """The inverse of bringing ``axis`` to z: a z-up cloud turned so that ``axis`` points up."""
+    return convert_up_axis(xyz, "z", axis)
+
+
+@dataclass
+class UpAxis:
+    """A decided up axis: which one, where it came from, and the estimate's scores when estimated."""
+
+    axis: str
+    source: str
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"up_axis": self.axis, "up_axis_source": self.source}
+
+
+def decide_up_axis(requested: str, format_hint: str | None, estimate=None) -> UpAxis:
+    """Apply the order of this module: the user's axis, the format's, an estimate, then z.
+
+    Args:
+        requested: ``'auto'`` or a signed axis named by the user.
+        format_hint: the axis the file format fixes, or None.
+        estimate: a callable returning ``(axis, scores)``, called only when needed; None when no
+            estimate is available.
+    """
+    req = str(requested).strip().lower()
+    if req != "auto":
+        return UpAxis(check_up_axis(req), "user")
+    if format_hint:
+        return UpAxis(check_up_axis(format_hint), "format")
+    if estimate is not None:
+        axis, scores = estimate()
+        return UpAxis(check_up_axis(axis), "estimated", dict(scores))
+    return UpAxis("z", "default")

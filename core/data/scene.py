@@ -1,0 +1,264 @@
+"""Scenes and the objects in them: is a cloud one object, and if not, where are the objects?
+
+A classifier of single objects gives one class for any cloud; a LiDAR sweep, a room scan or a
+table-top frame is not one object. The check and the object finder use Open3D's own RANSAC plane
+segmentation (``segment_plane``) and DBSCAN clustering (``cluster_dbscan``), on a voxel-reduced
+copy of the cloud so that a 100k-point scan takes a fraction of a second.
+
+What makes a scene here: a **support plane** (the largest RANSAC plane holds at least
+``SceneParams.min_plane_fraction`` of the points, spans most of the cloud) carrying **two or more separate clusters** that are low against the plane's
+extent (floor, road and table-top objects are small beside their support; a table's legs are as
+tall as its top is wide, so a table stays one object).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.errors import EmptyCloudError
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """Thresholds of the scene check and the object finder (defaults measured in docs/REAL_FILES.md)."""
+
+    analysis_points: int = 20000  # the cloud is voxel-reduced to about this many points first
+    min_plane_fraction: float = 0.15  # a support plane holds at least this share of the points
+    min_plane_span: float = 0.5  # ... and spans at least this share of the cloud's extent
+    max_object_height: float = 0.45  # objects on a support are lower than this x the plane's span
+    min_cluster_share: float = 0.03  # a cluster counts when it holds this share of the non-plane points
+    min_cluster_points: int = 20
+    min_resting_share: float = 0.3  # the objects standing on the support hold this share of the rest
+    max_planes: int = 4  # planes removed before clustering (floor, walls, table top) ...
+    min_removed_plane: float = 0.08  # ... each holding at least this share of the points
+    seed: int = 0
+
+
+@dataclass
+class Plane:
+    """A plane ``normal . x + offset = 0``, the normal pointing to the side the points are on."""
+
+    normal: np.ndarray
+    offset: float
+    fraction: float  # share of the analysed points within ``threshold``
+    span: float  # the inliers' largest extent in the plane, as a share of the cloud's
+
+
+@dataclass
+class SceneCheck:
+    """The verdict for one cloud, with what it rests on (shown to the user as ``reason``)."""
+
+    scene: bool
+    reason: str
+    support: Plane | None = None
+    clusters: int = 0
+
+
+@dataclass
+class FoundObject:
+    """One object of a scene: its points (indices into the cloud given) and its axis-aligned box."""
+
+    indices: np.ndarray
+    bbox_min: np.ndarray
+    bbox_max: np.ndarray
+
+    @property
+    def points(self) -> int:
+        return int(len(self.indices))
+
+
+@dataclass
+class _Reduced:
+    """A voxel-reduced copy of a cloud; ``inverse`` maps each original point to its voxel."""
+
+    xyz: np.ndarray
+    inverse: np.ndarray
+    spacing: float  # median nearest-neighbour distance of the reduced points
+    extent: float  # the diagonal of the cloud's bounding box
+    planes: list[Plane] = field(default_factory=list)
+
+
+def _o3d_cloud(xyz: np.ndarray):
+    import open3d as o3d
+
+    return o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(xyz, dtype=np.float64)))
+
+
+def _reduce(xyz: np.ndarray, target: int) -> _Reduced:
+    a = np.asarray(xyz, dtype=np.float64)
+    a = a[np.isfinite(a).all(axis=1)]
+    if len(a) < 4:
+        raise EmptyCloudError(f"a scene check needs at least 4 finite points, got {len(a)}")
+    lo, hi = a.min(axis=0), a.max(axis=0)
+    extent = float(np.linalg.norm(hi - lo))
+    if extent == 0:
+        raise EmptyCloudError(f"all {len(a)} points are at the same position")
+    inverse = np.arange(len(a))
+    if len(a) > target:
+        # the voxel size that leaves about `target` occupied voxels on a surface-like cloud
+        voxel = extent / np.sqrt(target) / 1.5
+        for _ in range(6):
+            keys = np.floor((a - lo) / voxel).astype(np.int64)
+            _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+            if len(counts) <= 1.5 * target:
+                break
+            voxel *= 1.4
+        inverse = inverse.reshape(-1)
+        sums = np.zeros((len(counts), 3))
+        for d in range(3):
+            sums[:, d] = np.bincount(inverse, weights=a[:, d], minlength=len(counts))
+        reduced = sums / counts[:, None]
+    else:
+        reduced = a
+    pc = _o3d_cloud(reduced)
+    nn = np.asarray(pc.compute_nearest_neighbor_distance())
+    spacing = float(np.median(nn)) if len(nn) else extent / 100
+    return _Reduced(reduced, inverse, max(spacing, 1e-9 * extent), extent)
+
+
+def _plane_threshold(r: _Reduced) -> float:
+    return float(np.clip(1.5 * r.spacing, 0.003 * r.extent, 0.008 * r.extent))
+
+
+def _fit_plane(xyz: np.ndarray, threshold: float, seed: int):
+    import open3d as o3d
+
+    o3d.utility.random.seed(seed)
+    model, inliers = _o3d_cloud(xyz).segment_plane(threshold, 3, 300)
+    return np.asarray(model, dtype=np.float64), np.asarray(inliers, dtype=np.int64)
+
+
+def _span(points: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """Extents of ``points`` along two directions of the plane with ``normal``."""
+    u = np.cross(normal, [1.0, 0, 0] if abs(normal[0]) < 0.9 else [0, 1.0, 0])
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
+    return np.ptp(points @ np.stack([u, v], axis=1), axis=0)
+
+
+def _support_plane(r: _Reduced, p: SceneParams) -> tuple[Plane | None, np.ndarray, str]:
+    """The largest plane if it can carry a scene, its inlier mask, and why (not)."""
+    x = r.xyz
+    thr = _plane_threshold(r)
+    model, inl = _fit_plane(x, thr, p.seed)
+    mask = np.zeros(len(x), bool)
+    mask[inl] = True
+    frac = float(mask.mean())
+    normal = model[:3] / np.linalg.norm(model[:3])
+    offset = float(model[3] / np.linalg.norm(model[:3]))
+    if frac < p.min_plane_fraction:
+        return None, mask, f"no dominant plane (the largest holds {frac:.0%} of the points)"
+    span = float((_span(x[mask], normal) / np.maximum(_span(x, normal), 1e-12)).max())
+    if span < p.min_plane_span:
+        return None, mask, f"the largest plane spans only {span:.0%} of the cloud"
+    rest = x[~mask] @ normal + offset
+    if (rest < -thr).sum() > (rest > thr).sum():  # the normal points to where most of the rest is
+        normal, offset = -normal, -offset
+    return Plane(normal, offset, frac, span), mask, "support plane"
+
+
+def _clusters(x: np.ndarray, eps: float, p: SceneParams) -> np.ndarray:
+    """DBSCAN labels (-1: noise) of the points ``x``."""
+    if len(x) < p.min_cluster_points:
+        return np.full(len(x), -1)
+    import open3d as o3d
+
+    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
+        return np.asarray(_o3d_cloud(x).cluster_dbscan(eps=eps, min_points=5), dtype=np.int64)
+
+
+def _significant(labels: np.ndarray, total: int, p: SceneParams) -> list[int]:
+    if not (labels >= 0).any():
+        return []
+    counts = np.bincount(labels[labels >= 0])
+    need = max(p.min_cluster_points, p.min_cluster_share * total)
+    return [int(k) for k in np.argsort(-counts) if counts[k] >= need]
+
+
+def check_scene(xyz: np.ndarray, params: SceneParams | None = None) -> SceneCheck:
+    """Whether ``xyz`` (N, 3) is a scene (a support plane with several objects) or one object."""
+    p = params or SceneParams()
+    r = _reduce(xyz, p.analysis_points)
+    support, mask, why = _support_plane(r, p)
+    if support is None:
+        return SceneCheck(False, why)
+    rest = r.xyz[~mask]
+    height = rest @ support.normal + support.offset
+    thr = _plane_threshold(r)
+    labels = _clusters(rest, 3.0 * r.spacing, p)
+    keep = _significant(labels, len(rest), p)
+    plane_span = float(_span(r.xyz[mask], support.normal).max())
+    resting = [k for k in keep if (height[labels == k] > -thr).mean() > 0.95
+               and np.ptp(height[labels == k]) < p.max_object_height * plane_span]
+    share = sum(int((labels == k).sum()) for k in resting) / max(len(rest), 1)
+    if len(resting) >= 2 and share >= p.min_resting_share:
+        return SceneCheck(True, f"a support plane ({support.fraction:.0%} of the points) carrying {len(resting)} "
+                                f"separate objects", support, len(resting))
+    if len(keep) >= 2:
+        return SceneCheck(False, "one object: its parts are not separate objects standing on a plane", support,
+                          len(keep))
+    return SceneCheck(False, f"one object{' on a plane' if keep else ''}", support, len(keep))
+
+
+def find_objects(xyz: np.ndarray, params: SceneParams | None = None) -> tuple[list[FoundObject], np.ndarray | None]:
+    """The objects of a scene, largest first, and the support's up direction (or None).
+
+    Dominant planes (floor, road, walls, table top) are removed with RANSAC, the rest is clustered
+    with DBSCAN on the voxel-reduced cloud, and each cluster takes back every original point of its
+    voxels. Clusters larger than half the scene (what is left of a wall) are not objects.
+    """
+    p = params or SceneParams()
+    a = np.asarray(xyz, dtype=np.float64)
+    finite = np.flatnonzero(np.isfinite(a).all(axis=1))
+    r = _reduce(a[finite], p.analysis_points)
+    support, _, _ = _support_plane(r, p)
+    thr = _plane_threshold(r)
+    keep = np.ones(len(r.xyz), bool)
+    for _ in range(p.max_planes):
+        idx = np.flatnonzero(keep)
+        if len(idx) < 50:
+            break
+        model, inl = _fit_plane(r.xyz[idx], thr, p.seed)
+        span = _span(r.xyz[idx[inl]], model[:3] / np.linalg.norm(model[:3]))
+        share = len(inl) / len(r.xyz)
+        if share < p.min_removed_plane or (share < 2 * p.min_removed_plane and span.max() < 0.3 * r.extent):
+            break  # what is left has no large plane: only objects
+        keep[idx[inl]] = False
+    idx = np.flatnonzero(keep)
+    labels = np.full(len(r.xyz), -1)
+    labels[idx] = _clusters(r.xyz[idx], 3.0 * r.spacing, p)
+    objects = []
+    for k in _significant(labels[idx], len(idx), p):
+        vox = np.flatnonzero(labels == k)
+        pts = r.xyz[vox]
+        if np.linalg.norm(np.ptp(pts, axis=0)) > 0.5 * r.extent:
+            continue
+        member = np.zeros(len(r.xyz), bool)
+        member[vox] = True
+        orig = finite[member[r.inverse]]
+        sel = a[orig]
+        objects.append(FoundObject(orig, sel.min(axis=0), sel.max(axis=0)))
+    objects.sort(key=lambda o: -o.points)
+    return objects, (None if support is None else support.normal)
+
+
+def nearest_signed_axis(direction: np.ndarray) -> str:
+    """The signed axis (``'z'``, ``'-y'``, ...) closest to a direction."""
+    d = np.asarray(direction, dtype=np.float64)
+    k = int(np.argmax(np.abs(d)))
+    return ("-" if d[k] < 0 else "") + "xyz"[k]
+
+
+def rotation_between(src: np.ndarray, dst: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
+    """The smallest proper rotation (3x3) taking the unit direction ``src`` to ``dst``."""
+    a = np.asarray(src, np.float64) / np.linalg.norm(src)
+    b = np.asarray(dst, np.float64) / np.linalg.norm(dst)
+    v, c = np.cross(a, b), float(a @ b)
+    if c < -1 + 1e-9:  # opposite: a half turn about any axis perpendicular to a
+        axis = np.cross(a, [1.0, 0, 0] if abs(a[0]) < 0.9 else [0, 1.0, 0])
+        axis /= np.linalg.norm(axis)
+        return 2 * np.outer(axis, axis) - np.eye(3)
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx / (1 + c)

@@ -1,0 +1,129 @@
+"""An honest "not sure": does a model know this kind of object at all?
+
+A classifier always names one of its classes. Each model here also decides whether its input is
+*in its vocabulary*, from a score of its logits and a threshold:
+
+- ``msp``: the maximum softmax probability (Hendrycks & Gimpel, ICLR 2017);
+- ``energy``: the free energy's negative, ``logsumexp(logits)`` (Liu et al., NeurIPS 2020);
+  higher means more familiar for both.
+
+The threshold is calibrated on a fixed slice of the **training** split (never the test split) so
+that at most ``flag_rate`` of those in-vocabulary shapes fall below it, and it is stored in the
+checkpoint (key ``vocabulary``), so a re-trained, re-bundled or imported model carries its own.
+A checkpoint without one is *uncalibrated*: its decision is None, never a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SCORES = ("msp", "energy")
+#: The score ``calibrate`` uses unless told otherwise: it separated out-of-vocabulary shapes
+#: better for both bundled models (docs/REAL_FILES.md, ``scripts/vocabulary_study.py``).
+DEFAULT_SCORE = "energy"
+#: Checkpoint key of the calibration record.
+CHECKPOINT_KEY = "vocabulary"
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    top = x.max(axis=1)
+    return top + np.log(np.exp(x - top[:, None]).sum(axis=1))
+
+
+def vocabulary_score(logits, kind: str) -> np.ndarray:
+    """Per-row familiarity score of logits (B, C) (array or tensor): higher is more in-vocabulary."""
+    x = np.asarray(logits, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[None]
+    if kind == "msp":
+        return np.exp(x.max(axis=1) - _logsumexp(x))
+    if kind == "energy":
+        return _logsumexp(x)
+    raise ValueError(f"vocabulary score must be one of {', '.join(SCORES)} (got {kind!r})")
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Area under the ROC curve: the chance that a positive scores above a negative (ties count 1/2)."""
+    pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
+    if not len(pos) or not len(neg):
+        raise ValueError("AUROC needs at least one positive and one negative score")
+    allv = np.concatenate([pos, neg])
+    order = np.argsort(allv, kind="mergesort")
+    ranks = np.empty(len(allv))
+    sorted_v = allv[order]
+    # average ranks of ties
+    i = 0
+    while i < len(sorted_v):
+        j = i
+        while j + 1 < len(sorted_v) and sorted_v[j + 1] == sorted_v[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+@dataclass
+class VocabularyCalibration:
+    """What a checkpoint stores: the score, its threshold and where the threshold came from."""
+
+    score: str
+    threshold: float
+    flag_rate: float  # share of the calibration shapes below the threshold (target)
+    shapes: int  # calibration shapes
+    source: str  # e.g. "modelnet40_npy1024 train, 1000 shapes (every 10th)"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "VocabularyCalibration | None":
+        if not d:
+            return None
+        try:
+            cal = cls(str(d["score"]), float(d["threshold"]), float(d["flag_rate"]), int(d["shapes"]),
+                      str(d.get("source", "")))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return cal if cal.score in SCORES and np.isfinite(cal.threshold) else None
+
+    def in_vocabulary(self, logits) -> np.ndarray:
+        """One boolean per row of logits."""
+        return vocabulary_score(logits, self.score) >= self.threshold
+
+
+def calibration_indices(total: int, shapes: int = 1000) -> np.ndarray:
+    """A fixed, evenly spread slice of ``shapes`` indices out of ``total`` (the same every time)."""
+    if total <= shapes:
+        return np.arange(total)
+    return np.linspace(0, total - 1, shapes).round().astype(np.int64)
+
+
+def fit_threshold(scores: np.ndarray, flag_rate: float = 0.05) -> float:
+    """The largest threshold that flags at most ``flag_rate`` of ``scores`` (in-vocabulary shapes)."""
+    s = np.sort(np.asarray(scores, np.float64))
+    if not len(s):
+        raise ValueError("no calibration scores")
+    k = int(np.floor(flag_rate * len(s)))  # k shapes may fall strictly below the threshold
+    return float(s[k])
+
+
+def model_logits(model, points: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Logits of a torch model, in eval mode, on prepared clouds (B, N, 3)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        out = [model(torch.from_numpy(np.ascontiguousarray(points[lo:lo + batch_size], np.float32))).float().numpy()
+               for lo in range(0, len(points), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def calibrate_model(model, points: np.ndarray, source: str, score: str = DEFAULT_SCORE,
+                    flag_rate: float = 0.05) -> VocabularyCalibration:
+    """Fit the threshold of ``score`` on in-vocabulary training shapes ``points`` (B, N, 3)."""
+    if score not in SCORES:
+        raise ValueError(f"vocabulary score must be one of {', '.join(SCORES)} (got {score!r})")
+    scores = vocabulary_score(model_logits(model, points), score)
+    return VocabularyCalibration(score, fit_threshold(scores, flag_rate), flag_rate, len(points), source)
