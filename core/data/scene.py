@@ -6,9 +6,9 @@ segmentation (``segment_plane``) and DBSCAN clustering (``cluster_dbscan``), on 
 copy of the cloud so that a 100k-point scan takes a fraction of a second.
 
 What makes a scene here: a **support plane** (the largest RANSAC plane holds at least
-``SceneParams.min_plane_fraction`` of the points, spans most of the cloud) carrying **two or more separate clusters** that are low against the plane's
-extent (floor, road and table-top objects are small beside their support; a table's legs are as
-tall as its top is wide, so a table stays one object).
+``SceneParams.min_plane_fraction`` of the points, spans most of the cloud) carrying **two or more separate, compact clusters** standing on it, low against the
+plane's extent (floor, road and table-top objects are small beside their support). A table's legs
+are thin and a guitar's fittings flat, so a table and a guitar stay one object.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from core.errors import EmptyCloudError
 class SceneParams:
     """Thresholds of the scene check and the object finder (defaults measured in docs/REAL_FILES.md)."""
 
-    analysis_points: int = 20000  # the cloud is voxel-reduced to about this many points first
-    min_plane_fraction: float = 0.15  # a support plane holds at least this share of the points
+    analysis_points: int = 20000  # a cloud over twice this is voxel-reduced to about this many points
+    min_plane_fraction: float = 0.3  # a support plane holds at least this share of the points
     min_plane_span: float = 0.5  # ... and spans at least this share of the cloud's extent
     max_object_height: float = 0.45  # objects on a support are lower than this x the plane's span
     min_cluster_share: float = 0.03  # a cluster counts when it holds this share of the non-plane points
     min_cluster_points: int = 20
-    min_resting_share: float = 0.3  # the objects standing on the support hold this share of the rest
+    min_resting_share: float = 0.2  # the objects standing on the support hold this share of the rest
     max_planes: int = 4  # planes removed before clustering (floor, walls, table top) ...
     min_removed_plane: float = 0.08  # ... each holding at least this share of the points
     seed: int = 0
@@ -96,7 +96,7 @@ def _reduce(xyz: np.ndarray, target: int) -> _Reduced:
     if extent == 0:
         raise EmptyCloudError(f"all {len(a)} points are at the same position")
     inverse = np.arange(len(a))
-    if len(a) > target:
+    if len(a) > 2 * target:
         # the voxel size that leaves about `target` occupied voxels on a surface-like cloud
         voxel = extent / np.sqrt(target) / 1.5
         for _ in range(6):
@@ -159,14 +159,31 @@ def _support_plane(r: _Reduced, p: SceneParams) -> tuple[Plane | None, np.ndarra
     return Plane(normal, offset, frac, span), mask, "support plane"
 
 
-def _clusters(x: np.ndarray, eps: float, p: SceneParams) -> np.ndarray:
-    """DBSCAN labels (-1: noise) of the points ``x``."""
+def _neighbourhood_radius(pc, n: int, seed: int, k: int = 8, probes: int = 400) -> float:
+    """Median distance to the ``k``-th neighbour over a few hundred probe points: the typical
+    spacing of the cloud that clumps of duplicated points do not shrink (unlike the nearest one)."""
+    import open3d as o3d
+
+    tree = o3d.geometry.KDTreeFlann(pc)
+    rng = np.random.default_rng(seed)
+    pts = np.asarray(pc.points)
+    dists = []
+    for i in rng.choice(n, min(n, probes), replace=False):
+        _, _, d2 = tree.search_knn_vector_3d(pts[i], k + 1)
+        dists.append(np.sqrt(d2[-1]))
+    return float(np.median(dists))
+
+
+def _clusters(x: np.ndarray, p: SceneParams) -> np.ndarray:
+    """DBSCAN labels (-1: noise) of the points ``x``; the radius is 1.5 of their own k-th neighbour spacing."""
     if len(x) < p.min_cluster_points:
         return np.full(len(x), -1)
     import open3d as o3d
 
+    pc = _o3d_cloud(x)
+    eps = 1.5 * _neighbourhood_radius(pc, len(x), p.seed)
     with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
-        return np.asarray(_o3d_cloud(x).cluster_dbscan(eps=eps, min_points=5), dtype=np.int64)
+        return np.asarray(pc.cluster_dbscan(eps=max(eps, 1e-9), min_points=5), dtype=np.int64)
 
 
 def _significant(labels: np.ndarray, total: int, p: SceneParams) -> list[int]:
@@ -175,6 +192,14 @@ def _significant(labels: np.ndarray, total: int, p: SceneParams) -> list[int]:
     counts = np.bincount(labels[labels >= 0])
     need = max(p.min_cluster_points, p.min_cluster_share * total)
     return [int(k) for k in np.argsort(-counts) if counts[k] >= need]
+
+
+def _stands_on(points: np.ndarray, height: np.ndarray, normal: np.ndarray, thr: float, max_height: float) -> bool:
+    """Whether a cluster is an object standing on the support: above it, lower than ``max_height``,
+    and compact (neither a leg nor a flat fitting: its height is 0.15-5 times its footprint)."""
+    tall = float(np.ptp(height))
+    wide = float(_span(points, normal).max())
+    return bool((height > -thr).mean() > 0.95 and tall < max_height and 0.15 * wide <= tall <= 5 * wide)
 
 
 def check_scene(xyz: np.ndarray, params: SceneParams | None = None) -> SceneCheck:
@@ -187,11 +212,11 @@ def check_scene(xyz: np.ndarray, params: SceneParams | None = None) -> SceneChec
     rest = r.xyz[~mask]
     height = rest @ support.normal + support.offset
     thr = _plane_threshold(r)
-    labels = _clusters(rest, 3.0 * r.spacing, p)
+    labels = _clusters(rest, p)
     keep = _significant(labels, len(rest), p)
     plane_span = float(_span(r.xyz[mask], support.normal).max())
-    resting = [k for k in keep if (height[labels == k] > -thr).mean() > 0.95
-               and np.ptp(height[labels == k]) < p.max_object_height * plane_span]
+    resting = [k for k in keep if _stands_on(rest[labels == k], height[labels == k], support.normal, thr,
+                                             p.max_object_height * plane_span)]
     share = sum(int((labels == k).sum()) for k in resting) / max(len(rest), 1)
     if len(resting) >= 2 and share >= p.min_resting_share:
         return SceneCheck(True, f"a support plane ({support.fraction:.0%} of the points) carrying {len(resting)} "
@@ -228,7 +253,7 @@ def find_objects(xyz: np.ndarray, params: SceneParams | None = None) -> tuple[li
         keep[idx[inl]] = False
     idx = np.flatnonzero(keep)
     labels = np.full(len(r.xyz), -1)
-    labels[idx] = _clusters(r.xyz[idx], 3.0 * r.spacing, p)
+    labels[idx] = _clusters(r.xyz[idx], p)
     objects = []
     for k in _significant(labels[idx], len(idx), p):
         vox = np.flatnonzero(labels == k)
