@@ -18,8 +18,9 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, 
                                QProgressBar, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from app.compare_panel import ComparisonPanel
+from app.format_dialog import ChannelsDialog
 from app.settings import Settings
-from app.shapes import dialog_filters, list_samples, load_shape, thumbnail_pixels, to_display_frame
+from app.shapes import dialog_filters, list_samples, load_shape, thumbnail_pixels
 from app.viewer_widget import COLOR_MODES, PointCloudViewer
 from app.workers import error_text, start_worker
 
@@ -73,6 +74,9 @@ class MainWindow(QMainWindow):
     jobs run in separate processes (QProcess).
     """
 
+    FIRST_START_SIZE = (1400, 860)  # without a saved geometry
+    COMPARE_SHARE = 0.44  # of the splitter's width for the Compare panel at first show
+
     shape_loaded = Signal(object)
     load_failed = Signal(str)
     model_exported = Signal(str)  # the file written
@@ -90,12 +94,15 @@ class MainWindow(QMainWindow):
         self._loading_path = None
         self._load_seq = 0
         self.demo_timer: QTimer | None = None
+        self.channels_dialog: ChannelsDialog | None = None  # while it asks
+        self._sized_splitter = False
 
         self.viewer = PointCloudViewer()
         self.compare = ComparisonPanel()
         self.compare.model_points.connect(self._show_model_points)
         self.compare.message.connect(lambda m: self.statusBar().showMessage(m, 10000))
         self.compare.up_axis_changed.connect(self.viewer.set_up_axis)
+        self.compare.boxes_changed.connect(self.viewer.set_boxes)
         self.viewer.render_failed.connect(lambda m: self.statusBar().showMessage(m, 15000))
 
         view_box = QWidget()
@@ -147,7 +154,7 @@ class MainWindow(QMainWindow):
         if geo is not None:
             self.restoreGeometry(geo)
         else:
-            self.resize(1400, 860)
+            self.resize(*self.FIRST_START_SIZE)
         if state is not None:
             self.restoreState(state)
         QTimer.singleShot(0, lambda: self.compare.load_defaults(teacher, student))
@@ -187,6 +194,8 @@ class MainWindow(QMainWindow):
         f = mb.addMenu("&File")
         a = f.addAction("&Open…", self.open_dialog)
         a.setShortcut(QKeySequence.StandardKey.Open)
+        f.addAction("Open with &format…", self.open_with_format_dialog).setToolTip(
+            "Open a headerless float32 point file (LiDAR .bin) saying how many values one point has")
         self.recent_menu = f.addMenu("Open &recent")
         self._fill_recent()
         f.addSeparator()
@@ -254,15 +263,45 @@ class MainWindow(QMainWindow):
             self.settings.open_dir = str(Path(path).parent)
             self.open_path(path)
 
-    def open_path(self, path: str) -> None:
-        """Load a file in a worker; the window stays responsive and shows progress."""
+    def open_with_format_dialog(self) -> None:
+        """Choose a file, then how many float32 values one of its points has."""
+        path, _ = QFileDialog.getOpenFileName(self, "Open a headerless float32 point file", self.settings.open_dir,
+                                              "Float32 points (*.bin *.f32 *.raw);;All files (*)")
+        if not path:
+            return
+        self.settings.open_dir = str(Path(path).parent)
+        try:
+            from core.data.io import float32_layout
+
+            fit = float32_layout(path)
+            candidates = list(fit.plausible or fit.dividing)
+        except Exception:  # noqa: BLE001 - not float32-shaped: the dialog still lets the user say
+            candidates = []
+        n = self.ask_channels(path, candidates)
+        if n:
+            self.open_path(path, channels=n)
+
+    def ask_channels(self, path: str, candidates: list[int], message: str = "") -> int | None:
+        """Ask how many float32 values one point of ``path`` has (the counts that fit come first);
+        None when the user cancels."""
+        dlg = ChannelsDialog(path, candidates, message, self)
+        self.channels_dialog = dlg
+        try:
+            return dlg.channels() if dlg.exec() == ChannelsDialog.DialogCode.Accepted else None
+        finally:
+            self.channels_dialog = None
+            dlg.deleteLater()
+
+    def open_path(self, path: str, channels: int | None = None) -> None:
+        """Load a file in a worker; the window stays responsive and shows progress. ``channels``: the
+        float32 values per point of a headerless file (asked for when the file does not settle it)."""
         self._load_seq += 1
         seq = self._load_seq
         self._loading_path = path
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.statusBar().showMessage(f"Loading {path} …")
-        start_worker(load_shape, path, on_return=lambda s: self._loaded(seq, s),
+        start_worker(load_shape, path, channels=channels, on_return=lambda s: self._loaded(seq, s),
                      on_error=lambda e: self._load_error(seq, path, e),
                      on_progress=self._load_progress)
 
@@ -286,6 +325,15 @@ class MainWindow(QMainWindow):
         if seq != self._load_seq:
             return
         self.progress.setVisible(False)
+        from core.errors import ChannelsNeededError
+
+        if isinstance(exc, ChannelsNeededError):
+            n = self.ask_channels(path, exc.candidates, error_text(exc))
+            if n:
+                self.open_path(path, channels=n)
+            else:  # the shape shown before stays
+                self.statusBar().showMessage(f"Not opened: {Path(path).name} (floats per point not given)", 10000)
+            return
         msg = f"Could not open {Path(path).name}: {error_text(exc)}"
         self.last_error = msg
         self.statusBar().showMessage(msg, 15000)
@@ -308,7 +356,8 @@ class MainWindow(QMainWindow):
 
         xyz = np.asarray(points, np.float32)
         self.set_shape(Shape(path=title, kind="points", xyz=xyz, colors=None, normals=None, mesh_vertices=None,
-                             mesh_faces=None, full_xyz=xyz, original_points=len(xyz)))
+                             mesh_faces=None, full_xyz=xyz, original_points=len(xyz),
+                             info={"format": "dataset", "up_hint": "z"}))  # the datasets' shapes are z up
         self.tabs.setCurrentIndex(0)
 
     def _show_model_points(self, pts) -> None:
@@ -318,13 +367,25 @@ class MainWindow(QMainWindow):
         else:
             # A shape with no more points than the models take would be all red: unperturbed, the
             # models see exactly its points (said in the caption); perturbed, small crosses mark them.
-            dense = len(self.shape.full_xyz) <= len(pts)
+            # A part of the shape (an object, a crop) in red is what shows which part it is.
+            n = self.compare.input_count()
+            dense = n <= len(pts) and self.compare.input_indices() is None
             if dense and self.compare.perturbation().is_identity():
-                self.viewer.set_overlay(None, note=f"the models see every point of this shape "
-                                                   f"({len(self.shape.full_xyz):,} ≤ {len(pts):,})")
+                self.viewer.set_overlay(None, note=f"the models see every point of this shape ({n:,} ≤ {len(pts):,})")
             else:
-                self.viewer.set_overlay(to_display_frame(pts, self.shape.bounds, self.compare.up_axis.currentText(),
-                                                         self.compare.perturbation().rotation_deg), dense=dense)
+                self.viewer.set_overlay(self.compare.to_file_frame(pts), dense=dense)
+
+    def showEvent(self, ev) -> None:  # noqa: N802
+        super().showEvent(ev)
+        if not self._sized_splitter:  # the Compare panel gets its share once, not what its size hint says
+            self._sized_splitter = True
+            QTimer.singleShot(0, self._size_splitter)
+
+    def _size_splitter(self) -> None:
+        w = self.splitter.width()
+        if w > 100 and not (self.demo_timer and self.demo_timer.isActive()):
+            panel = max(int(w * self.COMPARE_SHARE), self.compare.minimumSizeHint().width())
+            self.splitter.setSizes([w - panel, panel])
 
     def dragEnterEvent(self, ev) -> None:  # noqa: N802
         if ev.mimeData().hasUrls():
@@ -407,10 +468,14 @@ class MainWindow(QMainWindow):
             self.tabs.tabBar().hide()
             self.menuBar().hide()
             self.compare.reset_perturbation()
+            self._demo_up_choice = self.compare.up_axis.currentIndex()
             self.compare.up_axis.setCurrentText("z")  # the bundled samples are ModelNet shapes: z up
-            self._demo_hidden = [w for w in (self.compare.robustness_box, self.compare.all_classes, self.view_toolbar,
-                                             self.compare.up_axis, self.compare.up_axis_label,
-                                             *(c.load_button for c in self.compare.columns.values())) if w.isVisible()]
+            self._demo_hidden = [w for w in (self.compare.robustness_box, self.compare.tools, self.compare.all_classes,
+                                             self.view_toolbar, self.compare.up_axis, self.compare.up_axis_label,
+                                             self.compare.find_button, self.compare.crop_button,
+                                             self.compare.input_info,
+                                             *(c.load_button for c in self.compare.columns.values()))
+                                 if not w.isHidden()]
             for w in self._demo_hidden:
                 w.hide()
             self.showFullScreen()
@@ -429,6 +494,8 @@ class MainWindow(QMainWindow):
                 app.setFont(self._normal_font)
             for w in getattr(self, "_demo_hidden", []):
                 w.show()
+            if hasattr(self, "_demo_up_choice"):
+                self.compare.up_axis.setCurrentIndex(self._demo_up_choice)
             self.tabs.tabBar().show()
             self.menuBar().show()
             self.gallery_dock.show()

@@ -8,17 +8,21 @@ camera messages; the child answers with RGB frames. A crash here cannot take the
 Protocol (one pickled tuple per message on the command pipe, GUI -> child):
     ("scene", dict | None)     the shape: xyz, colors, normals, mesh_vertices, mesh_faces; frames it
     ("overlay", array | None, dense)   the model input; ``dense``: draw it as small crosses
-    ("state", dict)            any of color, point_size, mesh, dark, up ('z' or 'y')
+    ("boxes", version, list)   axis-aligned wireframe boxes, each (min xyz, max xyz, rgb 0..1, emphasis)
+    ("state", dict)            any of color, point_size, mesh, dark, up (a signed axis: z y x -z -y -x)
     ("rotate", dx, dy) / ("pan", dx, dy) / ("zoom", steps) / ("reset",) / ("resize", w, h)
     ("render",) / ("stop",) / ("crash",) (tests: exit at once, as a crash would)
 Frames (frame pipe, child -> GUI): ``send_bytes`` of a 12-byte header (seq, width, height as
-little-endian uint32) followed by width * height * 3 RGB bytes; width 0 marks a UTF-8 error message.
+little-endian uint32), width * height * 3 RGB bytes, then a UTF-8 JSON trailer
+``{"boxes": version, "anchors": [[x, y] | null, ...]}``: where each box's label goes in the frame
+(above its projected top); width 0 marks a UTF-8 error message instead.
 
 Thread: ``render_main`` runs on the main thread of the child process; the GL context belongs to it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import sys
@@ -26,19 +30,31 @@ import tempfile
 
 import numpy as np
 
+from app.shapes import up_and_front
+
 HEADER = struct.Struct("<III")
 SOLID = np.array([0.55, 0.62, 0.75])
 OVERLAY = np.array([0.95, 0.15, 0.1])
 AXIS = {"x": 0, "y": 1, "z": 2}
-# Camera direction (from the object towards the eye) for each up axis: front-right, a little above.
-FRONT = {"z": [0.6, -1.0, 0.55], "y": [0.6, 0.55, 1.0]}
-UP = {"z": [0, 0, 1], "y": [0, 1, 0]}
 FIT_ZOOM = 0.75  # 1.0 puts the box's largest side at the view's edge; a margin keeps corners inside
+BOX_LINE_WIDTH = 2.0
+# An emphasised box is drawn as nested copies this far apart (a share of the scene's extent): line
+# widths above one pixel are not honoured everywhere, copies are.
+EMPHASIS_STEP = 0.003
+_BOX_EDGES = np.array([[0, 1], [0, 2], [0, 4], [1, 3], [1, 5], [2, 3], [2, 6], [3, 7], [4, 5], [4, 6], [5, 7],
+                       [6, 7]])
+
+
+def box_corners(lo, hi) -> np.ndarray:
+    """The 8 corners (8, 3) of an axis-aligned box; corner k takes hi on axis d when bit d of k is set."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    bits = (np.arange(8)[:, None] >> np.arange(3)[None]) & 1
+    return np.where(bits == 1, hi, lo)
 
 
 def height_colors(xyz: np.ndarray, up: str = "z") -> np.ndarray:
-    """A blue-cyan-yellow-red ramp over the up coordinate."""
-    z = xyz[:, AXIS.get(up, 2)]
+    """A blue-cyan-yellow-red ramp over the (signed) up coordinate."""
+    z = xyz[:, AXIS.get(up.lstrip("-"), 2)] * (-1.0 if up.startswith("-") else 1.0)
     t = (z - z.min()) / max(float(np.ptp(z)), 1e-9)
     stops = np.array([[0.17, 0.25, 0.7], [0.1, 0.7, 0.8], [0.95, 0.85, 0.2], [0.85, 0.2, 0.15]])
     x = t * (len(stops) - 1)
@@ -64,6 +80,8 @@ class OffscreenScene:
         self.scene: dict | None = None
         self.overlay: np.ndarray | None = None
         self.dense = False
+        self.boxes: list = []  # (lo, hi, rgb, emphasis)
+        self.boxes_version = 0
         self.geoms: list = []
         self.vis = self._window(width, height)
 
@@ -81,6 +99,7 @@ class OffscreenScene:
         opt.background_color = np.array([0.12, 0.13, 0.15]) if self.state["dark"] else np.array([1.0, 1.0, 1.0])
         opt.mesh_show_back_face = True
         opt.light_on = True
+        opt.line_width = BOX_LINE_WIDTH
 
     # --- geometry -------------------------------------------------------------------------------
     def _point_colors(self, s: dict) -> np.ndarray:
@@ -134,6 +153,44 @@ class OffscreenScene:
                 ov = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p))
                 ov.paint_uniform_color(OVERLAY)
                 out.append(ov)
+        if self.boxes:
+            out.append(self._box_lines())
+        return out
+
+    def _box_lines(self):
+        """One LineSet with the edges of every box, coloured per box; emphasised boxes are doubled."""
+        o3d = self.o3d
+        ext = 1.0
+        if self.scene is not None and len(self.scene["xyz"]):
+            ext = float(np.ptp(self.scene["xyz"], axis=0).max()) or 1.0
+        points, lines, colors = [], [], []
+        for lo, hi, rgb, emphasis in self.boxes:
+            for k in range(3 if emphasis else 1):
+                d = k * EMPHASIS_STEP * ext
+                lines.append(_BOX_EDGES + 8 * len(points))
+                points.append(box_corners(np.asarray(lo) - d, np.asarray(hi) + d))
+                colors.append(np.tile(np.asarray(rgb, np.float64), (len(_BOX_EDGES), 1)))
+        ls = o3d.geometry.LineSet(o3d.utility.Vector3dVector(np.concatenate(points)),
+                                  o3d.utility.Vector2iVector(np.concatenate(lines).astype(np.int32)))
+        ls.colors = o3d.utility.Vector3dVector(np.concatenate(colors))
+        return ls
+
+    def label_anchors(self) -> list:
+        """Where each box's label goes in the frame: the middle of its projected top edge, in pixels
+        (None when the box is behind the camera)."""
+        if not self.boxes:
+            return []
+        p = self.vis.get_view_control().convert_to_pinhole_camera_parameters()
+        k, ext = np.asarray(p.intrinsic.intrinsic_matrix), np.asarray(p.extrinsic)
+        out = []
+        for lo, hi, _, _ in self.boxes:
+            cam = box_corners(lo, hi) @ ext[:3, :3].T + ext[:3, 3]
+            if (cam[:, 2] <= 1e-6).any():
+                out.append(None)
+                continue
+            u = k[0, 0] * cam[:, 0] / cam[:, 2] + k[0, 2]
+            v = k[1, 1] * cam[:, 1] / cam[:, 2] + k[1, 2]
+            out.append([round(float((u.min() + u.max()) / 2), 1), round(float(v.min()), 1)])
         return out
 
     def rebuild(self, fit: bool) -> None:
@@ -156,10 +213,10 @@ class OffscreenScene:
         self.vis.reset_view_point(True)
         vc = self.vis.get_view_control()
         box = self.geoms[0].get_axis_aligned_bounding_box()
-        up = self.state["up"]
+        up, front = up_and_front(self.state["up"])
         vc.set_lookat(box.get_center())
-        vc.set_up(UP[up])
-        vc.set_front(FRONT[up])
+        vc.set_front(front)
+        vc.set_up(up)
         # The zoom sets the visible half-height (the field of view is vertical): a window narrower than
         # it is tall needs proportionally more to keep the shape's width inside.
         w, h = self.size
@@ -196,8 +253,10 @@ class OffscreenScene:
             self.fit()
 
     def frame(self) -> bytes:
+        """The RGB pixels of a fresh render, then the JSON trailer with the boxes' label anchors."""
         buf = np.asarray(self.vis.capture_screen_float_buffer(do_render=True))
-        return np.ascontiguousarray((np.clip(buf, 0, 1) * 255).astype(np.uint8)).tobytes()
+        trailer = json.dumps({"boxes": self.boxes_version, "anchors": self.label_anchors()}).encode()
+        return np.ascontiguousarray((np.clip(buf, 0, 1) * 255).astype(np.uint8)).tobytes() + trailer
 
 
 def render_main(cmd_conn, frame_conn, width: int, height: int) -> None:
@@ -233,6 +292,9 @@ def render_main(cmd_conn, frame_conn, width: int, height: int) -> None:
                     scene.rebuild(fit=True)
                 elif kind == "overlay":
                     scene.overlay, scene.dense = msg[1], bool(msg[2])
+                    scene.rebuild(fit=False)
+                elif kind == "boxes":
+                    scene.boxes_version, scene.boxes = int(msg[1]), list(msg[2])
                     scene.rebuild(fit=False)
                 elif kind == "state":
                     changed = {k for k, v in msg[1].items() if scene.state.get(k) != v}

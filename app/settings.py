@@ -12,10 +12,15 @@ MAX_RECENT = 10
 
 
 class Settings:
-    """Thin typed wrapper; every value has a default so a fresh profile works."""
+    """Thin typed wrapper; every value has a default so a fresh profile works.
+
+    The file's format is ``QSettings.defaultFormat()``: native for the app (the user's profile),
+    while tests, benchmarks and screenshot scripts set IniFormat with a path in a temporary folder
+    (``QSettings(ORG, APP)`` would ignore that and always use the user's profile).
+    """
 
     def __init__(self, qsettings: QSettings | None = None) -> None:
-        self.q = qsettings or QSettings(ORG, APP)
+        self.q = qsettings or QSettings(QSettings.defaultFormat(), QSettings.Scope.UserScope, ORG, APP)
 
     def _get(self, key, default, typ):
         v = self.q.value(key, default)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "assets" / "samples"
 MAX_DISPLAY_POINTS = 80_000  # the view shows at most this many points: frames are rendered on the CPU here
+ANALYSIS_MAX_POINTS = 100_000  # up axis and scene check of a larger cloud: on a random sample this large
 
 
 @dataclass
@@ -30,7 +32,7 @@ class Shape:
     full_xyz: np.ndarray  # every point the loader produced (model input is prepared from these)
     original_points: int = 0
     original_faces: int = 0
-    info: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # format, up_hint, channels, layout, notes (what the reader said)
     bounds: np.ndarray | None = None  # (2, 3) min and max of full_xyz, computed off the GUI thread
 
     def __post_init__(self) -> None:
@@ -57,14 +59,24 @@ def dialog_filters() -> list[str]:
     return [f"All 3D files ({pat(every)})"] + [f"{k} ({pat(v)})" for k, v in fmts.items()] + ["All files (*)"]
 
 
+def is_bundled_sample(path: str | Path) -> bool:
+    """Whether ``path`` is one of the bundled ModelNet samples (z up by construction)."""
+    try:
+        return Path(path).resolve().parent == SAMPLES.resolve()
+    except OSError:
+        return False
+
+
 def load_shape(path: str | Path, progress: Callable[[str, int, int], None] | None = None,
-               num_samples: int = 20000) -> Shape:
-    """Read a file and subsample it for display. Raises T3DError/ValueError with a one-line message."""
+               num_samples: int = 20000, channels: int | None = None) -> Shape:
+    """Read a file and subsample it for display. Raises T3DError/ValueError with a one-line message
+    (``core.errors.ChannelsNeededError`` when a headerless float32 file needs ``channels``)."""
     report = progress or (lambda *a: None)
     report("reading", 0, 3)
     from core.data.io import load_point_cloud
 
-    cloud = load_point_cloud(str(path), num_samples=num_samples)
+    kwargs = {"channels": int(channels)} if channels else {}
+    cloud = load_point_cloud(str(path), num_samples=num_samples, **kwargs)
     report("preparing view", 1, 3)
     xyz = np.asarray(cloud.xyz, np.float32)
     if xyz.ndim != 2 or len(xyz) == 0:
@@ -89,7 +101,26 @@ def load_shape(path: str | Path, progress: Callable[[str, int, int], None] | Non
                  mesh_vertices=getattr(cloud, "mesh_vertices", None), mesh_faces=getattr(cloud, "mesh_faces", None),
                  full_xyz=full, original_points=int(getattr(cloud, "original_points", len(full)) or len(full)),
                  original_faces=int(getattr(cloud, "original_faces", 0) or 0),
-                 info={"format": getattr(cloud, "format", Path(path).suffix[1:])})
+                 info={"format": getattr(cloud, "format", Path(path).suffix[1:]),
+                       # the bundled samples are ModelNet shapes: z up, whatever an estimate would say
+                       "up_hint": "z" if is_bundled_sample(path) else getattr(cloud, "up_hint", None),
+                       "channels": getattr(cloud, "channels", None), "layout": getattr(cloud, "layout", None),
+                       "notes": list(getattr(cloud, "notes", []) or [])})
+
+
+def analysis_input(shape: Shape, max_points: int = ANALYSIS_MAX_POINTS) -> SimpleNamespace:
+    """What ``core.inference.Comparison.analyze`` reads from a loaded cloud, built from a Shape; a cloud
+    larger than ``max_points`` is analysed on a fixed random sample of that many points (the scene check
+    reduces it to ~20k voxels and the estimate to 1,024 points anyway, while its voxel grouping holds
+    the GIL, and so freezes the window, for ~1.5 s per pass on 1M points)."""
+    info = shape.info
+    xyz = shape.full_xyz
+    if len(xyz) > max_points:
+        xyz = xyz[np.sort(np.random.default_rng(0).choice(len(xyz), max_points, replace=False))]
+    return SimpleNamespace(xyz=xyz, path=shape.path, format=info.get("format", ""), kind=shape.kind,
+                           original_points=shape.original_points, channels=info.get("channels"),
+                           layout=info.get("layout"), notes=list(info.get("notes", [])),
+                           up_hint=info.get("up_hint"))
 
 
 @dataclass
@@ -100,7 +131,8 @@ class Perturbation:
     dropout: float = 0.0  # fraction of the prepared points removed (then refilled by repetition)
     noise: float = 0.0  # Gaussian jitter sigma, in unit-sphere units
     rotation_deg: float = 0.0  # about the up axis (z of the models' frame)
-    up_axis: str = "z"  # the file's up axis: rotated to z for the models
+    up_axis: str = "z"  # the file's signed up axis: rotated to z for the models
+    up_rotation: np.ndarray | None = None  # (3, 3) file -> z up; replaces ``up_axis`` (a scene's support plane)
 
     def is_identity(self) -> bool:
         return self.dropout == 0 and self.noise == 0 and self.rotation_deg == 0
@@ -111,7 +143,10 @@ def prepare_model_points(xyz: np.ndarray, pert: Perturbation, seed: int = 0) -> 
     sphere), then the perturbation."""
     from core.data.preprocess import prepare_points
 
-    pts = prepare_points(xyz, num_points=pert.num_points, up_axis=pert.up_axis)
+    if pert.up_rotation is not None:  # as core.inference.Comparison.predict_objects turns an object
+        pts = prepare_points(np.asarray(xyz) @ np.asarray(pert.up_rotation).T, num_points=pert.num_points)
+    else:
+        pts = prepare_points(xyz, num_points=pert.num_points, up_axis=pert.up_axis)
     rng = np.random.default_rng(seed)
     if pert.dropout > 0:
         keep = rng.random(len(pts)) >= pert.dropout
@@ -128,15 +163,18 @@ def prepare_model_points(xyz: np.ndarray, pert: Perturbation, seed: int = 0) -> 
 
 
 def to_display_frame(model_pts: np.ndarray, bounds: np.ndarray, up_axis: str = "z",
-                     rotation_deg: float = 0.0) -> np.ndarray:
-    """Map prepared (z-up, unit-sphere) points back onto the displayed shape, whose box is ``bounds``
-    ((2, 3): min, max): undo the up-axis rotation, then match bounding boxes (farthest-point sampling
-    keeps the extreme points, so both boxes nearly coincide). The box of the points is taken before
-    the robustness rotation (``rotation_deg``), so a rotated input is shown rotated, not rescaled.
+                     rotation_deg: float = 0.0, up_rotation: np.ndarray | None = None) -> np.ndarray:
+    """Map prepared (z-up, unit-sphere) points back onto the displayed input, whose box is ``bounds``
+    ((2, 3): min, max): undo the up-axis rotation (``up_rotation``, file -> z up, when given, else
+    the signed ``up_axis``'s), then match bounding boxes (farthest-point sampling keeps the extreme
+    points, so both boxes nearly coincide). The box of the points is taken before the robustness
+    rotation (``rotation_deg``), so a rotated input is shown rotated, not rescaled.
     Cheap: runs on the GUI thread."""
-    from core.data.preprocess import convert_up_axis
+    from core.data.orient import rotation_to_z
 
-    to_file = (lambda a: np.asarray(convert_up_axis(a, "z", up_axis), np.float32)) if up_axis != "z" else (lambda a: a)
+    rot = np.asarray(up_rotation if up_rotation is not None else rotation_to_z(up_axis), np.float32)
+    identity = np.allclose(rot, np.eye(3))
+    to_file = (lambda a: a) if identity else (lambda a: np.asarray(a, np.float32) @ rot)  # rot.T undone
     pts = to_file(model_pts)
     ref = pts
     if rotation_deg:
@@ -147,6 +185,26 @@ def to_display_frame(model_pts: np.ndarray, bounds: np.ndarray, up_axis: str = "
     mlo, mhi = ref.min(0), ref.max(0)
     s = float((hi - lo).max() / max((mhi - mlo).max(), 1e-9))
     return ((pts - (mlo + mhi) / 2) * s + (lo + hi) / 2).astype(np.float32)
+
+
+def points_in_box(xyz: np.ndarray, lo, hi) -> np.ndarray:
+    """Indices of the points of ``xyz`` (N, 3) inside the axis-aligned box [lo, hi] (bounds included)."""
+    a = np.asarray(xyz)[:, :3]
+    inside = np.all((a >= np.asarray(lo, a.dtype)) & (a <= np.asarray(hi, a.dtype)), axis=1)
+    return np.flatnonzero(inside)
+
+
+def up_and_front(axis: str) -> tuple[np.ndarray, np.ndarray]:
+    """Camera ``up`` and ``front`` (from the object towards the eye: front-right, a little above) in the
+    file's coordinates for a signed up axis; ``front`` is unit length and ``up`` orthogonal to it."""
+    from core.data.orient import rotation_to_z
+
+    rot = rotation_to_z(axis)  # file -> z up; its transpose takes z-up directions back to the file
+    front = rot.T @ np.array([0.6, -1.0, 0.55])
+    front /= np.linalg.norm(front)
+    up = rot.T @ np.array([0.0, 0.0, 1.0])
+    up = up - (up @ front) * front  # Open3D keeps a non-orthogonal up as given: its camera matrix then lies
+    return up / np.linalg.norm(up), front
 
 
 def list_samples() -> list[Path]:

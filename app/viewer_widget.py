@@ -8,13 +8,15 @@ the latest frame.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import queue
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QObject, QPointF, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from app.render_process import HEADER, render_main
@@ -26,6 +28,18 @@ COLOR_MODES = ("height", "normal", "rgb", "solid")
 MAX_RENDER_PIXELS = 330_000
 MAX_RESTARTS = 3
 CAMERA_OPS = ("rotate", "pan", "zoom")
+
+
+@dataclass
+class ViewBox:
+    """An axis-aligned wireframe box drawn in the view, in the file's coordinates, with a label
+    painted over the frame (empty: none). ``emphasis`` draws it thicker (the selected object)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    color: QColor
+    label: str = ""
+    emphasis: bool = False
 
 
 class RenderClient(QObject):
@@ -43,7 +57,7 @@ class RenderClient(QObject):
     def __init__(self, width: int, height: int) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._latest: QImage | None = None
+        self._latest: tuple[QImage, dict] | None = None
         self._stopping = False
         self._queue: queue.Queue = queue.Queue()
         ctx = mp.get_context("spawn")
@@ -67,10 +81,11 @@ class RenderClient(QObject):
         if not self._stopping:
             self._queue.put(msg)
 
-    def take_frame(self) -> QImage | None:
+    def take_frame(self) -> tuple[QImage, dict] | None:
+        """The newest unread frame and its trailer (the boxes' label anchors), or None."""
         with self._lock:
-            img, self._latest = self._latest, None
-        return img
+            frame, self._latest = self._latest, None
+        return frame
 
     def stop(self, timeout: float = 3.0) -> None:
         """Ask the process to end, then terminate it if it does not; idempotent."""
@@ -121,10 +136,15 @@ class RenderClient(QObject):
             if w == 0:
                 self.failed.emit(data[HEADER.size:].decode("utf-8", "replace"))
                 continue
-            img = QImage(data[HEADER.size:], w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+            end = HEADER.size + 3 * w * h
+            img = QImage(data[HEADER.size:end], w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+            try:
+                meta = json.loads(data[end:].decode("utf-8")) if len(data) > end else {}
+            except ValueError:
+                meta = {}
             with self._lock:
                 fresh = self._latest is None
-                self._latest = img
+                self._latest = (img, meta)
             if fresh:
                 self.frame_ready.emit()
         if not self._stopping:
@@ -160,6 +180,9 @@ class PointCloudViewer(QWidget):
         self.shape: Shape | None = None
         self.overlay: np.ndarray | None = None
         self.overlay_dense = False
+        self.boxes: list[ViewBox] = []
+        self._boxes_version = 0
+        self._anchors: list = []  # label positions (frame pixels) of the last frame, per box
         self.state = {"color": "height", "point_size": 3.0, "mesh": True, "dark": True, "up": "z"}
         self._render_size = (640, 480)
         self._resize_timer = QTimer(self, singleShot=True, interval=150)
@@ -173,6 +196,16 @@ class PointCloudViewer(QWidget):
         self.shape, self.overlay, self._note = shape, None, ""
         self._caption = "" if shape is None else self._describe(shape)
         self._send(("scene", self._scene_message(shape)))
+        if self.boxes:
+            self.set_boxes([])
+
+    def set_boxes(self, boxes: list[ViewBox]) -> None:
+        """Draw these wireframe boxes (replacing the previous ones); their labels follow the camera."""
+        self.boxes = list(boxes)
+        self._boxes_version += 1
+        self._anchors = []
+        self._send(self._boxes_message())
+        self.update()
 
     def set_overlay(self, points: np.ndarray | None, dense: bool = False, note: str = "") -> None:
         """Show (or hide with None) the exact points the models see, in red; ``dense``: as small crosses,
@@ -197,7 +230,7 @@ class PointCloudViewer(QWidget):
         self.update()
 
     def set_up_axis(self, axis: str) -> None:
-        """Which file axis points up ('z' or 'y'); the view is framed again."""
+        """Which signed file axis points up (z y x -z -y -x); the view is framed again."""
         self._set_state("up", axis)
 
     def reset_view(self) -> None:
@@ -236,6 +269,11 @@ class PointCloudViewer(QWidget):
         if self.renderer is not None:
             self.renderer.send(msg)
 
+    def _boxes_message(self) -> tuple:
+        return ("boxes", self._boxes_version,
+                [(np.asarray(b.lo, np.float64), np.asarray(b.hi, np.float64),
+                  (b.color.redF(), b.color.greenF(), b.color.blueF()), bool(b.emphasis)) for b in self.boxes])
+
     def _scene_message(self, s: Shape | None) -> dict | None:
         if s is None:
             return None
@@ -260,6 +298,8 @@ class PointCloudViewer(QWidget):
             self._send(("scene", self._scene_message(self.shape)))
             if self.overlay is not None:
                 self._send(("overlay", self.overlay, self.overlay_dense))
+            if self.boxes:
+                self._send(self._boxes_message())
         self.render_restarted.emit()
 
     # --- internals ----------------------------------------------------------------------------
@@ -273,10 +313,12 @@ class PointCloudViewer(QWidget):
         self._send(("state", {key: value}))
 
     def _on_frame(self) -> None:
-        img = self.renderer.take_frame() if self.renderer is not None and self.sender() is self.renderer else None
-        if img is None:
+        frame = self.renderer.take_frame() if self.renderer is not None and self.sender() is self.renderer else None
+        if frame is None:
             return
-        self._image = img
+        self._image, meta = frame
+        if meta.get("boxes") == self._boxes_version:
+            self._anchors = list(meta.get("anchors") or [])
         self.frames += 1
         self.update()
         self.frame_shown.emit()
@@ -311,6 +353,7 @@ class PointCloudViewer(QWidget):
             x, y = (self.width() - scaled.width()) / 2, (self.height() - scaled.height()) / 2
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
             p.drawImage(QRectF(x, y, scaled.width(), scaled.height()), img)
+            self._paint_labels(p)
             p.setPen(QColor(230, 230, 230) if dark else QColor(30, 30, 30))
             p.setFont(QFont(self.font()))
             lines = [self._caption]
@@ -326,6 +369,43 @@ class PointCloudViewer(QWidget):
             p.drawText(self.rect().adjusted(20, 20, -20, -20), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
                        self._message)
         p.end()
+
+    def label_rects(self) -> list[tuple[ViewBox, QRectF]]:
+        """Where the boxes' labels are painted (widget coordinates) in the current frame."""
+        if self._image is None or len(self._anchors) != len(self.boxes):
+            return []
+        img = self._image
+        scaled = img.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
+        x0, y0 = (self.width() - scaled.width()) / 2, (self.height() - scaled.height()) / 2
+        k = scaled.width() / max(img.width(), 1)
+        fm = QFontMetrics(self._label_font())
+        out = []
+        for box, anchor in zip(self.boxes, self._anchors):
+            if not box.label or anchor is None:
+                continue
+            w, h = fm.horizontalAdvance(box.label) + 10, fm.height() + 4
+            cx, top = x0 + anchor[0] * k, y0 + anchor[1] * k
+            r = QRectF(cx - w / 2, top - h - 3, w, h)
+            r.moveLeft(min(max(r.left(), 2), self.width() - w - 2))  # keep it on screen
+            r.moveTop(min(max(r.top(), 2), self.height() - h - 2))
+            out.append((box, r))
+        return out
+
+    def _label_font(self) -> QFont:
+        f = QFont(self.font())
+        f.setBold(True)
+        return f
+
+    def _paint_labels(self, p: QPainter) -> None:
+        p.setFont(self._label_font())
+        for box, r in self.label_rects():
+            c = QColor(box.color)
+            c.setAlpha(220)
+            p.setPen(QColor(255, 255, 255) if box.emphasis else Qt.PenStyle.NoPen)
+            p.setBrush(c)
+            p.drawRoundedRect(r, 4, 4)
+            p.setPen(QColor(255, 255, 255))
+            p.drawText(r, Qt.AlignmentFlag.AlignCenter, box.label)
 
     def mousePressEvent(self, ev) -> None:  # noqa: N802
         self._last = ev.position()

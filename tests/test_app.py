@@ -59,6 +59,14 @@ def window(qtbot, checkpoints, tmp_path):
     w.shutdown()
 
 
+def test_tests_never_touch_the_users_settings(tmp_path):
+    from app.settings import Settings
+
+    s = Settings()
+    s.add_recent(str(tmp_path / "x.ply"))
+    assert Path(s.q.fileName()).resolve().is_relative_to(tmp_path.resolve()), s.q.fileName()
+
+
 def _open_and_predict(qtbot, w, path: Path) -> dict:
     with qtbot.waitSignal(w.compare.predicted, timeout=60000) as blocker:
         w.open_path(str(path))
@@ -317,7 +325,10 @@ def test_up_axis_control_changes_the_models_input_and_frames_the_shape(qtbot, wi
     bunny = SCANS / "bun_zipper.ply"
     if not bunny.is_file():
         pytest.skip("no Stanford bunny in the shared scans")
-    z_res = _open_and_predict(qtbot, window, bunny)
+    _open_and_predict(qtbot, window, bunny)
+    with qtbot.waitSignal(window.compare.predicted, timeout=30000) as blocker:
+        window.compare.up_axis.setCurrentText("z")  # auto may have estimated y: start from an override
+    z_res = blocker.args[0]
     with qtbot.waitSignal(window.compare.predicted, timeout=30000) as blocker:
         window.compare.up_axis.setCurrentText("y")
     y_res = blocker.args[0]
@@ -450,3 +461,302 @@ def test_models_menu_exports_the_loaded_student(qtbot, window, tmp_path):
         window.export_model("teacher", str(tmp_path / "a_file" / "t.onnx"), "ONNX (*.onnx)")
     assert blocker.args[0] and "\n" not in blocker.args[0]
     assert window.compare.teacher is not None
+
+
+# --- real files: up axis, channels, scenes and their objects, crop box, "not sure", layout ---------
+
+
+def _composed_scene(path: Path, seed: int = 0) -> Path:
+    """A table-top scene: a flat plane with three bundled samples (sofa, cone, bottle) standing apart on it."""
+    from app.shapes import SAMPLES
+
+    rng = np.random.default_rng(seed)
+    plane = np.c_[rng.uniform(-1.5, 1.5, 1500), rng.uniform(-0.7, 0.7, 1500), rng.normal(0, 0.002, 1500)]
+    parts = [plane]
+    for name, cx in (("sofa", -0.9), ("cone", 0.0), ("bottle", 0.9)):
+        s = np.load(SAMPLES / f"{name}.npy")[:, :3].astype(np.float64)
+        s = (s - s.mean(0)) / np.abs(s - s.mean(0)).max() * 0.3
+        s[:, 2] -= s[:, 2].min() - 0.01
+        s[:, 0] += cx
+        parts.append(s)
+    np.save(path, np.concatenate(parts).astype(np.float32))
+    return path
+
+
+SCENE_CENTRES = (-0.9, 0.0, 0.9)  # x of the three shapes of _composed_scene
+
+
+@pytest.mark.timeout(120)
+def test_find_objects_lists_the_objects_of_a_scene_and_one_becomes_the_input(qtbot, window, tmp_path):
+    from PySide6.QtCore import Qt, QTimer
+
+    from core.data.preprocess import prepare_points
+    from core.data.scene import rotation_between
+
+    scene = _composed_scene(tmp_path / "table_top.npy")
+    _open_and_predict(qtbot, window, scene)
+    panel = window.compare
+    assert len(window.shape.full_xyz) >= 3000
+    # a scene: said above the cards, which are greyed; one class for it is not presented as an object's
+    assert panel.analysis["scene"] and panel.scene_banner.isVisible()
+    assert "This is a scene" in panel.scene_banner.text() and "find its objects" in panel.scene_banner.text()
+    assert all(c.muted for c in panel.columns.values()) and panel.banner.text().startswith("Whole scene")
+
+    ticks = []
+    timer = QTimer(interval=20)
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start()
+    with qtbot.waitSignal(panel.objects_found, timeout=60000) as blocker:
+        qtbot.mouseClick(panel.find_button, Qt.MouseButton.LeftButton)
+        assert not panel.find_button.isEnabled() and not panel.find_busy.isHidden()  # busy while it runs
+    timer.stop()
+    assert ticks, "the event loop ran while the objects were found"
+    assert panel.find_button.isEnabled() and panel.find_busy.isHidden()
+    objects = blocker.args[0]
+    assert len(objects) >= 3
+    # each placed shape is inside one found object's box, and the list shows every object
+    for cx in SCENE_CENTRES:
+        assert any(o["bbox_min"][0] <= cx <= o["bbox_max"][0] for o in objects), cx
+    table = panel.objects_table
+    assert table.rowCount() == len(objects)
+    for i, o in enumerate(objects):
+        assert table.item(i, 1).text() == f"{o['points']:,}"
+        assert table.item(i, 2).text().startswith(o["teacher"]["top"][0]["class"])
+        assert table.item(i, 3).text().startswith(o["student"]["top"][0]["class"])
+    # the view draws one box per object, coloured by verdict, labelled with the class
+    from app.scene_widgets import verdict_color
+
+    assert len(window.viewer.boxes) == len(objects)
+    for b, o in zip(window.viewer.boxes, objects):
+        assert np.allclose(b.lo, o["bbox_min"]) and b.color == verdict_color(o["verdict"])
+        assert o["teacher"]["top"][0]["class"] in b.label
+    # the render process draws them and says where each label goes: painted over the frame, inside the view
+    qtbot.waitUntil(lambda: len(window.viewer.label_rects()) == len(objects), timeout=20000)
+    view = window.viewer.rect()
+    assert all(view.contains(r.toRect()) for _, r in window.viewer.label_rects())
+
+    # choosing one in the list: its points are what the models see, turned upright as predict_objects did
+    with qtbot.waitSignal(panel.predicted, timeout=30000) as blocker:
+        table.selectRow(1)
+    res = blocker.args[0]
+    obj = objects[1]
+    rot = rotation_between(panel.analysis["_support"])
+    expected = prepare_points(window.shape.full_xyz[obj["indices"]] @ rot.T, num_points=1024)
+    assert np.allclose(res["points"], expected, atol=1e-5)
+    assert res["teacher"]["top"][0]["class"] == obj["teacher"]["top"][0]["class"]
+    assert res["student"]["top"][0]["class"] == obj["student"]["top"][0]["class"]
+    assert panel.columns["teacher"].top1.text().startswith(obj["teacher"]["top"][0]["class"])
+    assert not any(c.muted for c in panel.columns.values()) and not panel.banner.text().startswith("Whole scene")
+    assert "object 2" in panel.scene_banner.text()
+    assert [b.emphasis for b in window.viewer.boxes] == [i == 1 for i in range(len(objects))]
+    # the overlay lies on the chosen object
+    lo, hi = np.asarray(obj["bbox_min"]), np.asarray(obj["bbox_max"])
+    ov = window.viewer.overlay
+    assert ov is not None and np.all(ov.min(0) >= lo - 0.05 * (hi - lo).max()) and np.all(ov.max(0) <= hi + 0.05 * (hi - lo).max())
+    # back to the whole cloud
+    with qtbot.waitSignal(panel.predicted, timeout=30000) as blocker:
+        panel.whole_button.click()
+    assert len(blocker.args[0]["points"]) == 1024 and panel.input_indices() is None
+    assert all(c.muted for c in panel.columns.values())
+
+
+@pytest.mark.timeout(90)
+def test_crop_box_sends_only_the_points_inside_to_the_models(qtbot, window, tmp_path):
+    from app.shapes import points_in_box
+    from core.data.preprocess import prepare_points
+
+    scene = _composed_scene(tmp_path / "crop_me.npy")
+    _open_and_predict(qtbot, window, scene)
+    panel = window.compare
+    with qtbot.waitSignal(panel.predicted, timeout=30000) as blocker:
+        panel.crop_button.click()
+    # it starts around the whole cloud: every point is inside
+    assert panel.input_count() == len(window.shape.full_xyz)
+    assert [b.label for b in window.viewer.boxes] == ["crop"]
+    # a box around the bottle (x ~ 0.9): the models see those points only; the edits are debounced
+    with qtbot.waitSignal(panel.predicted, timeout=30000) as blocker:
+        for d, (c, size) in enumerate(((0.9, 0.5), (0.0, 0.5), (0.3, 0.58))):
+            panel.crop.centre[d].setValue(c)
+            panel.crop.size[d].setValue(size)
+    res = blocker.args[0]
+    lo, hi = panel.crop.box()
+    inside = points_in_box(window.shape.full_xyz, lo, hi)
+    assert 0 < len(inside) < len(window.shape.full_xyz) // 3
+    expected = prepare_points(window.shape.full_xyz[inside], num_points=1024, up_axis=panel.current_up().axis)
+    assert np.allclose(res["points"], expected, atol=1e-5)
+    box = window.viewer.boxes[-1]
+    assert np.allclose(box.lo, lo) and np.allclose(box.hi, hi)  # the box in the view follows the controls
+    assert "crop box" in panel.scene_banner.text() and f"{len(inside):,}" in panel.crop.inside.text()
+    assert not any(c.muted for c in panel.columns.values())
+    # an empty box: nothing goes to the models, and the panel says so
+    panel.crop.set_box(np.array([5.0, 5, 5]), np.array([5.1, 5.1, 5.1]))
+    qtbot.waitUntil(lambda: "No points inside the crop box" in panel.banner.text(), timeout=5000)
+
+
+def _drive_channels_dialog(qtbot, window, answer: int | None, seen: dict) -> None:
+    """When the channels dialog shows, note what it offers and answer it (None: cancel)."""
+    from PySide6.QtCore import QTimer
+
+    def poll():
+        dlg = window.channels_dialog
+        if dlg is None or not dlg.isVisible():
+            QTimer.singleShot(50, poll)
+            return
+        seen["candidates"], seen["preselected"] = list(dlg.candidates), dlg.channels()
+        if answer is None:
+            dlg.reject()
+        else:
+            dlg.choose(answer)
+            dlg.accept()
+
+    QTimer.singleShot(50, poll)
+
+
+@pytest.mark.timeout(60)
+def test_ambiguous_float32_file_asks_for_the_values_per_point(qtbot, window, tmp_path):
+    from app.shapes import list_samples
+
+    bin_path = tmp_path / "sweep.bin"
+    np.random.default_rng(0).normal(size=2000).astype(np.float32).tofile(bin_path)  # 8000 B: 4 or 5 per point
+    seen: dict = {}
+    _drive_channels_dialog(qtbot, window, 5, seen)
+    with qtbot.waitSignal(window.shape_loaded, timeout=30000) as blocker:
+        window.open_path(str(bin_path))
+    assert seen["candidates"] == [4, 5] and seen["preselected"] == 4  # the layouts that fit, the first chosen
+    shape = blocker.args[0]
+    assert shape.path == str(bin_path) and len(shape.full_xyz) == 400 and shape.info["channels"] == 5
+    qtbot.waitUntil(lambda: window.compare.last_result is not None
+                    and window.compare.last_result["shape_path"] == str(bin_path), timeout=30000)
+    assert "sweep.bin" in window.windowTitle()
+    # cancelling leaves the shape shown before
+    sample = (list_samples() or SCAN_FILES)[0]
+    _open_and_predict(qtbot, window, sample)
+    seen.clear()
+    _drive_channels_dialog(qtbot, window, None, seen)
+    window.open_path(str(bin_path))
+    qtbot.waitUntil(lambda: "Not opened" in window.statusBar().currentMessage(), timeout=30000)
+    assert seen["candidates"] == [4, 5]
+    assert window.shape.path == str(sample) and window.channels_dialog is None
+
+
+@pytest.mark.timeout(90)
+def test_up_axis_auto_says_what_it_decided_and_an_override_turns_the_input(qtbot, window, tmp_path):
+    from app.shapes import SAMPLES
+    from core.data.orient import convert_up_axis
+    from core.data.preprocess import prepare_points
+
+    # the PointNet++ text format (x,y,z,nx,ny,nz in the unit sphere) is y up: auto takes the format's axis
+    xyz = np.load(SAMPLES / "chair.npy")[:, :3].astype(np.float64)
+    xyz = convert_up_axis((xyz - xyz.mean(0)) / np.linalg.norm(xyz - xyz.mean(0), axis=1).max() * 0.9, "z", "y")
+    normals = np.random.default_rng(0).normal(size=xyz.shape)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    txt = tmp_path / "chair_0001.txt"
+    np.savetxt(txt, np.c_[xyz, normals], fmt="%.6f", delimiter=",")
+    res = _open_and_predict(qtbot, window, txt)
+    panel = window.compare
+    assert panel.up_axis.currentIndex() == 0 and panel.up_axis.currentText() == "auto: y (format)"
+    full = window.shape.full_xyz
+    assert np.allclose(res["points"], prepare_points(full, num_points=1024, up_axis="y"), atol=1e-5)
+    assert window.viewer.state["up"] == "y"
+    # one click on another axis overrides it: the models see the input turned with that axis
+    assert [panel.up_axis.itemText(i) for i in range(1, 7)] == ["z", "y", "x", "-z", "-y", "-x"]
+    with qtbot.waitSignal(panel.predicted, timeout=30000) as blocker:
+        panel.up_axis.setCurrentText("-x")
+    assert panel.current_up().source == "user"
+    assert np.allclose(blocker.args[0]["points"], prepare_points(full, num_points=1024, up_axis="-x"), atol=1e-5)
+    assert window.viewer.state["up"] == "-x"
+    # a file without a convention: auto estimates (or defaults) and says so
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.random.default_rng(2).normal(size=(3000, 3)).astype(np.float32))
+    with qtbot.waitSignal(panel.predicted, timeout=30000):
+        panel.up_axis.setCurrentIndex(0)
+    _open_and_predict(qtbot, window, plain)
+    import re
+
+    assert re.fullmatch(r"auto: -?[xyz] \((estimated|default)\)", panel.up_axis.currentText())
+
+
+@pytest.mark.timeout(60)
+def test_a_single_sample_is_not_called_a_scene(qtbot, window):
+    from app.shapes import list_samples
+
+    samples = list_samples()
+    if not samples:
+        pytest.skip("no bundled samples")
+    _open_and_predict(qtbot, window, samples[0])
+    panel = window.compare
+    assert panel.analysis is not None and not panel.analysis["scene"]
+    assert panel.scene_banner.isHidden() and not any(c.muted for c in panel.columns.values())
+    assert panel.up_axis.currentText() == "auto: z (format)"  # the bundled samples keep z
+
+
+@pytest.mark.timeout(90)
+def test_not_sure_is_said_apart_from_agreement(qtbot, window):
+    from app.scene_widgets import AGREE, DISAGREE, NOT_RECOGNISED, ONE_RECOGNISES
+    from app.shapes import list_samples
+    from core.vocabulary import VocabularyCalibration
+
+    sample = (list_samples() or SCAN_FILES)[0]
+    panel = window.compare
+    never = VocabularyCalibration("energy", 1e9, 0.05, 1, "test: above any score")
+    always = VocabularyCalibration("energy", -1e9, 0.05, 1, "test: below any score")
+    # uncalibrated checkpoints: the cards say so, and no "not sure" verdict is guessed
+    res = _open_and_predict(qtbot, window, sample)
+    assert res["verdict"] in ("agree", "disagree")
+    assert all("uncalibrated" in c.vocabulary.text() for c in panel.columns.values())
+    panel.teacher.vocabulary, panel.student.vocabulary = never, never
+    res = _open_and_predict(qtbot, window, sample)
+    assert res["verdict"] == "neither_recognises"
+    assert "Neither model recognises this object" in panel.banner.text() and "Both say" not in panel.banner.text()
+    assert NOT_RECOGNISED.name() in panel.banner.styleSheet()
+    assert AGREE.name() not in panel.banner.styleSheet() and DISAGREE.name() not in panel.banner.styleSheet()
+    assert all("not sure" in c.vocabulary.text() for c in panel.columns.values())
+    panel.teacher.vocabulary = always
+    res = _open_and_predict(qtbot, window, sample)
+    assert res["verdict"] == "only_teacher_recognises"
+    assert "The teacher recognises it" in panel.banner.text() and "the student does not" in panel.banner.text()
+    assert ONE_RECOGNISES.name() in panel.banner.styleSheet()
+    assert panel.columns["teacher"].vocabulary.text() == "recognises it"
+
+
+@pytest.mark.timeout(90)
+def test_both_model_cards_fit_at_first_start_size_and_1280x800(qtbot, window):
+    from app.main_window import MainWindow
+    from app.shapes import list_samples
+
+    from core.vocabulary import VocabularyCalibration
+
+    samples = list_samples() or SCAN_FILES
+    # the longest verdict: a banner that did not wrap once made the window wider than the screen
+    never = VocabularyCalibration("energy", 1e9, 0.05, 1, "test: above any score")
+    window.compare.teacher.vocabulary = window.compare.student.vocabulary = never
+    _open_and_predict(qtbot, window, samples[0])
+    assert "Neither model recognises" in window.compare.banner.text()
+    for size in (MainWindow.FIRST_START_SIZE, (1280, 800)):
+        window.resize(*size)
+        # the window can take the size: its minimum width is not forced up by the panel's contents
+        qtbot.waitUntil(lambda: (window.width(), window.height()) == size, timeout=5000)
+        qtbot.wait(300)
+        panel = window.compare
+        panel_rect = panel.rect().translated(panel.mapTo(window, panel.rect().topLeft()))
+        assert window.rect().contains(panel_rect), (size, panel_rect)
+        teacher, student = panel.columns["teacher"], panel.columns["student"]
+        for card in (teacher, student):
+            # nothing of the card is clipped: not by the scroll area, the panel, the splitter or the window
+            assert card.visibleRegion().boundingRect() == card.rect(), (size, card.role, card.visibleRegion())
+            top_left = card.mapTo(window, card.rect().topLeft())
+            assert panel_rect.contains(card.rect().translated(top_left)), (size, card.role)
+            assert card.width() >= card.minimumWidth() and card.top1.text()
+        # side by side at these sizes, the teacher on the left
+        assert teacher.mapTo(window, teacher.rect().topLeft()).y() == student.mapTo(window, student.rect().topLeft()).y()
+        assert teacher.mapTo(window, teacher.rect().topRight()).x() < student.mapTo(window, student.rect().topLeft()).x()
+    # the user drags the splitter to make the panel narrow: the cards stack, none is cut at the right
+    total = sum(window.splitter.sizes())
+    window.splitter.setSizes([total - 10, 10])
+    qtbot.wait(300)
+    panel = window.compare
+    assert panel.width() < panel.cards.side_by_side_width()
+    assert student.mapTo(panel, student.rect().topLeft()).y() > teacher.mapTo(panel, teacher.rect().bottomLeft()).y()
+    viewport = panel.cards_scroll.viewport()
+    for card in (teacher, student):
+        assert card.mapTo(viewport, card.rect().topRight()).x() < viewport.width()

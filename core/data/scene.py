@@ -101,7 +101,9 @@ def _reduce(xyz: np.ndarray, target: int) -> _Reduced:
         voxel = extent / np.sqrt(target) / 1.5
         for _ in range(6):
             keys = np.floor((a - lo) / voxel).astype(np.int64)
-            _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+            dims = keys.max(axis=0) + 1  # one int64 per voxel: np.unique on rows holds the GIL 10x longer
+            flat = (keys[:, 0] * dims[1] + keys[:, 1]) * dims[2] + keys[:, 2]
+            _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
             if len(counts) <= 1.5 * target:
                 break
             voxel *= 1.4
