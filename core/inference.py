@@ -21,14 +21,16 @@ from core.vocabulary import CHECKPOINT_KEY, VocabularyCalibration
 
 #: Clouds with fewer points are never called scenes: too sparse to tell parts from objects.
 SCENE_MIN_POINTS = 2000
-#: How much more familiar (summed energy of both models) another up axis must look than z before
-#: the estimate turns a cloud: most files are z up, and a turned z-up file costs accuracy.
+#: How much more likely (log-probability of the up-axis estimator) another axis must be than z
+#: before the estimate turns a cloud: a z-up file turned by mistake costs accuracy.
+#: Chosen on the estimator's validation slice of the training split (docs/REAL_FILES.md).
 UP_ESTIMATE_MARGIN = 1.0
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
 DEFAULT_TEACHER = ASSETS / "models" / "teacher.pt"
 DEFAULT_STUDENT = ASSETS / "models" / "student.pt"
+DEFAULT_UP_ESTIMATOR = ASSETS / "models" / "up_estimator.pt"
 
 
 @dataclass
@@ -154,61 +156,33 @@ class Comparison:
             o["verdict"] = verdict(o["agree"], o["teacher"]["in_vocabulary"], o["student"]["in_vocabulary"])
         return out
 
-    def estimate_up_axis(self, xyz: np.ndarray, num_points: int = 1024) -> tuple[str, dict[str, float]]:
-        """The signed axis of ``xyz`` that is most likely up, and each axis's score.
+    @property
+    def up_estimator(self) -> "UpEstimator | None":
+        """The bundled up-axis estimator, loaded on first use (None when it is not installed)."""
+        if not hasattr(self, "_up_estimator"):
+            self._up_estimator = UpEstimator.load() if DEFAULT_UP_ESTIMATOR.is_file() else None
+        return self._up_estimator
 
-        The cloud is shown to both models with each of the six axes turned up; the score of an
-        axis is the sum of both models' energies (``logsumexp`` of the logits): the orientation
-        the models find most familiar. Another axis wins over z only by ``UP_ESTIMATE_MARGIN``.
-        FPS and the unit-sphere normalisation commute with rotations, so the cloud is prepared once.
+    def estimate_up_axis(self, xyz: np.ndarray) -> tuple[str, dict[str, float]]:
+        """The signed axis of ``xyz`` most likely up, and each axis's score (see :class:`UpEstimator`).
+
+        Without the estimator the score of an axis is the sum of both classifiers' energies with
+        that axis turned up: the orientation they find most familiar (a weaker guess).
         """
+        if self.up_estimator is not None:
+            return self.up_estimator.estimate(xyz)
         from core.data.orient import convert_up_axis
         from core.data.preprocess import prepare_points
 
-        base = prepare_points(xyz, num_points=num_points)
+        base = prepare_points(xyz, num_points=1024)
         views = np.stack([convert_up_axis(base, a, "z") for a in UP_AXES]).astype(np.float32)
         energy = sum(torch.logsumexp(torch.from_numpy(m.logits(views)), 1).numpy()
                      for m in (self.teacher, self.student))
-        scores = {a: float(e) for a, e in zip(UP_AXES, energy)}
-        best = max(scores, key=scores.get)
-        if scores[best] - scores["z"] < UP_ESTIMATE_MARGIN:
-            best = "z"
-        return best, scores
+        return _pick_axis({a: float(e) for a, e in zip(UP_AXES, energy)})
 
     def analyze(self, cloud, up: str = "auto", scene_params=None) -> dict:
-        """What the input is before any prediction: its up axis (and its source) and whether it is
-        a scene. Returns the JSON ``input`` block plus private keys (``_up``, ``_support``)."""
-        from core.data.scene import check_scene, nearest_signed_axis
-
-        t0 = time.perf_counter()
-        many = len(cloud.xyz) >= SCENE_MIN_POINTS
-        check = check_scene(cloud.xyz, scene_params) if many else None
-        scene = bool(check is not None and check.scene)
-        support = check.support.normal if scene else None
-        if scene:
-            estimate = (lambda: (nearest_signed_axis(support), {}))
-        else:
-            estimate = (lambda: self.estimate_up_axis(cloud.xyz))
-        up_axis = decide_up_axis(up, getattr(cloud, "up_hint", None), estimate)
-        info = {
-            "path": cloud.path,
-            "format": cloud.format,
-            "kind": cloud.kind,
-            "points_in_file": int(cloud.original_points),
-            "points_used": int(len(cloud.xyz)),
-            "channels": getattr(cloud, "channels", None),
-            "layout": getattr(cloud, "layout", None),
-            "notes": list(getattr(cloud, "notes", []) or []),
-            **up_axis.to_dict(),
-            "up_axis_scores": up_axis.scores,
-            "scene": scene,
-            "scene_reason": (check.reason if check is not None else
-                             f"fewer than {SCENE_MIN_POINTS} points: treated as one object"),
-            "analysis_ms": (time.perf_counter() - t0) * 1000,
-            "_up": up_axis,
-            "_support": support,
-        }
-        return info
+        """:func:`analyze_cloud` with this comparison's up-axis estimate."""
+        return analyze_cloud(cloud, up, self.estimate_up_axis, scene_params)
 
     def predict_cloud(self, cloud, up: str = "auto", top: int = 5, objects: bool = False,
                       num_points: int = 1024) -> dict:
@@ -262,6 +236,89 @@ class Comparison:
         return self.predict_cloud(cloud, up=up, top=top, objects=objects, num_points=num_points)
 
 
+def analyze_cloud(cloud, up: str = "auto", estimate=None, scene_params=None) -> dict:
+    """What the input is before any prediction: its up axis (and where it came from) and whether
+    it is a scene. Returns the JSON ``input`` block plus the private keys ``_up`` (the
+    :class:`~core.data.orient.UpAxis`) and ``_support`` (the support plane's normal or None).
+
+    Args:
+        cloud: a :class:`core.data.io.PointCloud`.
+        up: ``auto`` or a signed axis named by the user.
+        estimate: ``xyz -> (axis, scores)`` for objects, or None (then z is the default).
+    """
+    from core.data.scene import check_scene, nearest_signed_axis
+
+    t0 = time.perf_counter()
+    check = check_scene(cloud.xyz, scene_params) if len(cloud.xyz) >= SCENE_MIN_POINTS else None
+    scene = bool(check is not None and check.scene)
+    support = check.support.normal if scene else None
+    if scene:
+        estimator = (lambda: (nearest_signed_axis(support), {}))
+    else:
+        estimator = None if estimate is None else (lambda: estimate(cloud.xyz))
+    up_axis = decide_up_axis(up, getattr(cloud, "up_hint", None), estimator)
+    info = {
+        "path": cloud.path,
+        "format": cloud.format,
+        "kind": cloud.kind,
+        "points_in_file": int(cloud.original_points),
+        "points_used": int(len(cloud.xyz)),
+        "channels": getattr(cloud, "channels", None),
+        "layout": getattr(cloud, "layout", None),
+        "notes": list(getattr(cloud, "notes", []) or []),
+        **up_axis.to_dict(),
+        "up_axis_scores": up_axis.scores,
+        "scene": scene,
+        "scene_reason": (check.reason if check is not None else
+                         f"fewer than {SCENE_MIN_POINTS} points: treated as one object"),
+        "analysis_ms": (time.perf_counter() - t0) * 1000,
+        "_up": up_axis,
+        "_support": support,
+    }
+    if getattr(cloud, "origin", None) is not None:  # geo-referenced: coordinates are relative to it
+        info["origin"] = [float(v) for v in cloud.origin]
+    return info
+
+
+def _pick_axis(scores: dict[str, float], margin: float = UP_ESTIMATE_MARGIN) -> tuple[str, dict[str, float]]:
+    """The best-scoring axis, unless it beats z by less than ``margin`` (then z)."""
+    best = max(scores, key=scores.get)
+    if scores[best] - scores["z"] < margin:
+        best = "z"
+    return best, scores
+
+
+class UpEstimator:
+    """A small PointNet++ trained to tell which of the six signed axes of a cloud is up
+    (``scripts/train_up_estimator.py``; classes are :data:`core.data.orient.UP_AXES`).
+
+    Its score for an axis is the log-probability; FPS and the unit-sphere normalisation
+    commute with rotations, so the cloud is prepared once as it is.
+    """
+
+    def __init__(self, model: ClassifierBase, margin: float = UP_ESTIMATE_MARGIN) -> None:
+        self.model, self.margin = model, margin
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_UP_ESTIMATOR) -> "UpEstimator":
+        model, ck = load_model(path)
+        if tuple(ck["class_names"]) != UP_AXES:
+            raise CheckpointError(f"{ck['path']}: not an up-axis estimator (its classes are not {UP_AXES})")
+        return cls(model)
+
+    @torch.no_grad()
+    def log_probabilities(self, prepared: np.ndarray) -> np.ndarray:
+        """(B, 6) log-probabilities of each axis being up, for prepared clouds (B, P, 3)."""
+        x = torch.from_numpy(np.ascontiguousarray(prepared, dtype=np.float32))
+        return torch.log_softmax(self.model(x).float(), 1).numpy()
+
+    def estimate(self, xyz: np.ndarray) -> tuple[str, dict[str, float]]:
+        from core.data.preprocess import prepare_points
+
+        logp = self.log_probabilities(prepare_points(xyz, num_points=1024)[None])[0]
+        return _pick_axis({a: float(v) for a, v in zip(UP_AXES, logp)}, self.margin)
+
+
 def verdict(agree: bool, teacher_knows: bool | None, student_knows: bool | None) -> str:
     """One word for what the two models say together (``scene`` is set by the caller).
 
@@ -279,14 +336,23 @@ def verdict(agree: bool, teacher_knows: bool | None, student_knows: bool | None)
 
 @torch.no_grad()
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", limit: int = 0,
-                        batch_size: int = 64, up: str | None = None, channels: int | None = None) -> dict:
+                        batch_size: int = 64, up: str | None = None, channels: int | None = None,
+                        views: str = "clean", severity: int = 2) -> dict:
     """OA and mean class accuracy (fractions) of a checkpoint on a dataset split.
 
     ``up`` overrides the dataset layout's up-axis convention; ``channels`` is the floats per point
-    of binary float32 point files.
+    of binary float32 point files. ``views='partial'`` evaluates on the split's partial-view
+    benchmark (:func:`core.data.partial.partial_benchmark`, one fixed viewpoint per shape) at
+    ``severity`` 1, 2 or 3; with ``limit`` each shape keeps the view it has in the whole split.
     """
     from core.data.datasets import load_split
+    from core.data.partial import SEVERITIES, partial_benchmark
     from core.engine.metrics import classification_metrics
+
+    if views not in ("clean", "partial"):
+        raise ValueError(f"views must be 'clean' or 'partial', got {views!r}")
+    if views == "partial" and severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {sorted(SEVERITIES)}, got {severity!r}")
 
     model, ck = load_model(checkpoint)
     ds = load_split(data, split, 1024, source_up_axis=up, channels=channels)
@@ -297,8 +363,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     preds = []
     for lo in range(0, len(idx), batch_size):
         b = idx[lo : lo + batch_size]
-        preds.append(model(torch.from_numpy(ds.points[b])).argmax(1).numpy())
+        pts = ds.points[b] if views == "clean" else partial_benchmark(ds.points[b], severity, indices=b)
+        preds.append(model(torch.from_numpy(pts)).argmax(1).numpy())
     m = classification_metrics(np.concatenate(preds), ds.labels[idx], len(ds.class_names))
     m["checkpoint"] = ck["path"]
     m["split"] = split
+    m["views"] = views
+    m["severity"] = severity if views == "partial" else None
     return m

@@ -5,8 +5,13 @@
 
 Each model is evaluated on the full test split in float32 and again after a float16 round trip;
 float16 is kept when overall accuracy moves by at most ``--tolerance`` (default 0.1 points).
-The measured numbers go to assets/models/models.json (read by docs/MODEL_CARD.md's author and
-the app's model info).
+Each bundled model is then calibrated for its in-vocabulary decision (``main.py calibrate``: a fixed
+slice of the training split, never the test split) and carries its threshold. The measured numbers
+go to assets/models/models.json (read by docs/MODEL_CARD.md's author and the app's model info).
+
+    python scripts/bundle_models.py --calibrate-only assets/models --data ../shared/data/modelnet40_npy1024
+
+adds the calibration to an existing bundle (and its sizes in models.json) without re-evaluating it.
 """
 
 from __future__ import annotations
@@ -22,18 +27,41 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def calibrate_bundled(path: Path, data: str) -> dict:
+    """Add the in-vocabulary calibration to a bundled checkpoint in place; returns its record."""
+    from core.cli import main as cli
+
+    if cli(["calibrate", str(path), "--data", data]) != 0:
+        raise SystemExit(f"calibrating {path} failed")
+    from core.engine.checkpoint import read_checkpoint
+    from core.vocabulary import CHECKPOINT_KEY
+
+    return read_checkpoint(path)[CHECKPOINT_KEY]
+
+
 def main(argv=None) -> int:
     from core.engine.checkpoint import load_model, read_checkpoint, save_model
     from core.inference import evaluate_checkpoint
     from core.models.complexity import count_macs, count_parameters
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", required=True)
-    p.add_argument("--student", required=True)
+    p.add_argument("--teacher")
+    p.add_argument("--student")
     p.add_argument("--data", required=True)
+    p.add_argument("--calibrate-only", metavar="BUNDLE", help="only add the calibration to this bundle folder")
     p.add_argument("--out", default=str(ROOT / "assets" / "models"))
     p.add_argument("--tolerance", type=float, default=0.001, help="largest OA change accepted for float16")
     args = p.parse_args(argv)
+    if args.calibrate_only:
+        bundle = Path(args.calibrate_only)
+        summary = json.loads((bundle / "models.json").read_text())
+        for role in ("teacher", "student"):
+            summary[role]["vocabulary"] = calibrate_bundled(bundle / f"{role}.pt", args.data)
+            summary[role]["size_bytes"] = (bundle / f"{role}.pt").stat().st_size
+        (bundle / "models.json").write_text(json.dumps(summary, indent=1))
+        return 0
+    if not (args.teacher and args.student):
+        p.error("--teacher and --student are required (unless --calibrate-only)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": args.data,
@@ -50,6 +78,7 @@ def main(argv=None) -> int:
         metrics = {"oa": (half if use_half else full)["oa"], "macc": (half if use_half else full)["macc"],
                    "n": full["n"], "source": str(ck["path"])}
         save_model(dest, model, ck["class_names"], metrics, ck.get("config"), half=use_half)
+        vocabulary = calibrate_bundled(dest, args.data)
         summary[role] = {
             "source": str(Path(ck["path"]).resolve()),
             "model": read_checkpoint(dest)["model"],
@@ -59,6 +88,7 @@ def main(argv=None) -> int:
             "n": full["n"],
             "params": count_parameters(model), "macs": count_macs(model),
             "size_bytes": dest.stat().st_size,
+            "vocabulary": vocabulary,
             "class_names": list(ck["class_names"]),
             "per_class_acc": (half if use_half else full)["per_class_acc"],
             "source_metrics": {k: v for k, v in ck.get("metrics", {}).items() if isinstance(v, (int, float))},

@@ -13,27 +13,34 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as main.py: spinning threads crawl on a shared CPU
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.data.datasets import load_split  # noqa: E402
 from core.data.orient import UP_AXES, rotation_to_z  # noqa: E402
 from core.engine.checkpoint import atomic_save, model_state  # noqa: E402
+from core.engine.grouping import GroupingCache  # noqa: E402
 from core.models import create_model  # noqa: E402
 
 # rotation turning a z-up cloud so that axis k points up: x -> R_k^T x
 _TURNS = np.stack([rotation_to_z(a) for a in UP_AXES])
 
 
-def turned_batch(points: np.ndarray, rng: np.random.Generator, jitter: float = 0.01
+def turned_batch(points: np.ndarray, rng: np.random.Generator, jitter: float = 0.005
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Random yaw, random scale, small jitter, then a random signed axis turned up; labels are the axes."""
+    """Random yaw and small jitter, then a random signed axis turned up; labels are the axes.
+
+    Only rotations and a jitter much smaller than the ball-query radii: the sampling and grouping
+    indices of the clean shape stay valid (``GroupingCache``)."""
     b = len(points)
     yaw = rng.uniform(0, 2 * np.pi, b)
     c, s = np.cos(yaw), np.sin(yaw)
@@ -41,8 +48,7 @@ def turned_batch(points: np.ndarray, rng: np.random.Generator, jitter: float = 0
     rz[:, 0, 0], rz[:, 0, 1], rz[:, 1, 0], rz[:, 1, 1], rz[:, 2, 2] = c, -s, s, c, 1
     labels = rng.integers(0, len(UP_AXES), b)
     rot = np.einsum("bji,bjk->bik", _TURNS[labels], rz)  # R_k^T @ Rz
-    scale = rng.uniform(0.85, 1.15, (b, 1, 3))
-    x = np.einsum("bij,bnj->bni", rot, points * scale)
+    x = np.einsum("bij,bnj->bni", rot, points)
     x += rng.normal(0, jitter, x.shape)
     x /= np.linalg.norm(x, axis=2).max(axis=1)[:, None, None]
     return x.astype(np.float32), labels
@@ -82,6 +88,7 @@ def main(argv=None) -> int:
     val, train = ds.points[order[:n_val]], ds.points[order[n_val:]]
 
     model = create_model(args.model, num_classes=len(UP_AXES), width=args.width)
+    groups = GroupingCache(model, np.ascontiguousarray(train), variants=4, seed=args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * math.ceil(len(train) / args.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.1)
@@ -92,9 +99,10 @@ def main(argv=None) -> int:
         t0, total, seen = time.time(), 0.0, 0
         perm = rng.permutation(len(train))
         for lo in range(0, len(perm), args.batch_size):
-            x, y = turned_batch(train[perm[lo:lo + args.batch_size]], rng)
+            idx = perm[lo:lo + args.batch_size]
+            x, y = turned_batch(train[idx], rng)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                logits = model(torch.from_numpy(x))
+                logits = model(torch.from_numpy(x), groups.get(idx, epoch))
             loss = loss_fn(logits.float(), torch.from_numpy(y))
             opt.zero_grad()
             loss.backward()

@@ -38,7 +38,7 @@ def test_mesh_report_text(tmp_path, capsys):
     (tmp_path / "t.off").write_text("OFF\n4 2 0\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n3 0 1 2\n3 0 2 3\n")
     rc, out, _ = _run(capsys, tmp_path / "t.off", "--up", "y")
     assert rc == 0
-    assert "mesh, 4 vertices, 2 faces" in out and "1,024 points, up axis y -> z" in out
+    assert "mesh, 4 vertices, 2 faces" in out and "1,024 points, up axis y (user) -> z" in out
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -159,3 +159,13 @@ def test_mesh_report_has_the_new_keys(tmp_path, capsys):
     info = json.loads(out)
     assert rc == 0 and info["format"] == "off"
     assert (info["channels"], info["layout"], info["up_hint"], info["notes"]) == (None, None, None, [])
+
+
+def test_negative_up_axis_after_a_space_and_the_decision_reported(tmp_path, capsys):
+    f = tmp_path / "frame.xyz"
+    np.savetxt(f, np.random.default_rng(0).random((300, 3)))
+    rc, out, _ = _run(capsys, f, "--up", "-y", "--json")
+    assert rc == 0
+    info = json.loads(out)
+    assert (info["up_axis"], info["up_axis_source"]) == ("-y", "user")
+    assert info["scene"] is False and "fewer than" in info["scene_reason"]

@@ -45,9 +45,27 @@ def command_names() -> set[str]:
     return set(sub.choices)
 
 
+def join_negative_axes(argv: list[str]) -> list[str]:
+    """``--up -y`` as ``--up=-y``: argparse would read ``-y`` as an option, not as the axis."""
+    out: list[str] = []
+    it = iter(argv)
+    for a in it:
+        if a == "--up":
+            nxt = next(it, None)
+            if nxt is not None and nxt.lstrip("-") in ("x", "y", "z") and nxt.startswith("-"):
+                out.append(f"--up={nxt}")
+                continue
+            out.append(a)
+            if nxt is not None:
+                out.append(nxt)
+            continue
+        out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_axes(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+from core.data.orient import UP_CHOICES
+
 DESCRIPTION = """\
 Read a mesh or point cloud the way the app and `predict` do, and print what was read: format,
 mesh or points, point/face counts, bounds, and the same after preprocessing (N points, z up,
@@ -16,6 +18,7 @@ status 2.
 examples:
   python main.py inspect ../shared/data/scans/bun_zipper.ply --points 1024
   python main.py inspect scan.xyz --up y --json
+  python main.py inspect kinect_frame.pcd --up=-y
   python main.py inspect ../shared/data/lidar_layouts/kitti__training__velodyne__000000.bin
   python main.py inspect sweep.bin --channels 5
   python main.py inspect ../shared/data/modelnet40_npy1024
@@ -29,7 +32,8 @@ def add_commands(sub) -> None:
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="mesh, point cloud, array or LiDAR file; or a dataset folder")
     p.add_argument("--points", type=int, default=1024, help="points after preprocessing (default 1024)")
-    p.add_argument("--up", choices=["z", "y", "x"], default="z", help="up axis of the file (default z)")
+    p.add_argument("--up", choices=UP_CHOICES, default="auto",
+                   help="up axis of the file: auto (the format's, else estimated) or a signed axis (default auto)")
     p.add_argument("--channels", type=int, default=None, metavar="N",
                    help="floats per point of a headerless float32 file (x y z first), when its size "
                         "and content do not tell")
@@ -42,10 +46,11 @@ def _bounds(xyz) -> dict:
             "max": [round(float(v), 6) for v in xyz.max(axis=0)]}
 
 
-def inspect_file(path: str, points: int = 1024, up: str = "z", channels: int | None = None) -> dict:
+def inspect_file(path: str, points: int = 1024, up: str = "auto", channels: int | None = None) -> dict:
     """Everything ``inspect`` reports about one file (raises T3DError on bad input)."""
     from core.data.io import load_point_cloud
     from core.data.preprocess import prepare_points
+    from core.inference import DEFAULT_UP_ESTIMATOR, UpEstimator, analyze_cloud
 
     if points < 1:
         from core.errors import T3DError
@@ -54,7 +59,10 @@ def inspect_file(path: str, points: int = 1024, up: str = "z", channels: int | N
     t0 = time.perf_counter()
     cloud = load_point_cloud(path, channels=channels)
     t1 = time.perf_counter()
-    prepared = prepare_points(cloud.xyz, num_points=points, up_axis=up)
+    estimate = UpEstimator.load().estimate if up == "auto" and DEFAULT_UP_ESTIMATOR.is_file() else None
+    analysis = analyze_cloud(cloud, up, estimate)
+    up_axis = analysis["_up"]
+    prepared = prepare_points(cloud.xyz, num_points=points, up_axis=up_axis.axis)
     t2 = time.perf_counter()
     info = {
         "path": cloud.path, "format": cloud.format, "kind": cloud.kind,
@@ -63,7 +71,8 @@ def inspect_file(path: str, points: int = 1024, up: str = "z", channels: int | N
         "normals": cloud.normals is not None, "colors": cloud.colors is not None,
         "channels": cloud.channels, "layout": cloud.layout, "up_hint": cloud.up_hint,
         "notes": list(cloud.notes),
-        "bounds": _bounds(cloud.xyz), "up_axis": up,
+        "bounds": _bounds(cloud.xyz), "up_axis": up_axis.axis, "up_axis_source": up_axis.source,
+        "scene": analysis["scene"], "scene_reason": analysis["scene_reason"],
         "points_prepared": int(len(prepared)), "bounds_prepared": _bounds(prepared),
         "read_s": round(t1 - t0, 4), "prepare_s": round(t2 - t1, 4),
     }
@@ -114,7 +123,9 @@ def run(args) -> int:
     if "origin" in info:
         print(f"origin    {fmt(info['origin'])} (large coordinates stored relative to it)")
     print(f"bounds    {fmt(b['min'])} .. {fmt(b['max'])}")
-    print(f"prepared  {info['points_prepared']:,} points, up axis {info['up_axis']} -> z, unit sphere\n"
+    print(f"scene     {'yes: ' if info['scene'] else 'no: '}{info['scene_reason']}")
+    print(f"prepared  {info['points_prepared']:,} points, up axis {info['up_axis']} ({info['up_axis_source']}) -> z, "
+          f"unit sphere\n"
           f"bounds    {fmt(bp['min'])} .. {fmt(bp['max'])}")
     print(f"time      read {info['read_s'] * 1000:.0f} ms, prepare {info['prepare_s'] * 1000:.0f} ms")
     return 0

@@ -85,7 +85,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("evaluate", help="accuracy of a checkpoint on a dataset's test split",
                        description="Overall and mean class accuracy on the test split.\n\n"
                        "example:\n  python main.py evaluate --checkpoint assets/models/student.pt "
-                       "--data ../shared/data/modelnet40_npy1024 --json")
+                       "--data ../shared/data/modelnet40_npy1024 --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
@@ -95,12 +96,18 @@ def add_commands(sub) -> None:
                         "OFF/npy, y for the PointNet++ text and HDF5 files)")
     p.add_argument("--channels", type=int, default=None, metavar="N",
                    help="floats per point of binary float32 point files (x y z first); default: detected")
+    p.add_argument("--views", choices=["clean", "partial"], default="clean",
+                   help="clean: the shapes as they are; partial: each shape seen from one fixed random viewpoint "
+                        "(hidden point removal), sparser and noisier, like a single scan")
+    p.add_argument("--severity", type=int, choices=[1, 2, 3], default=2,
+                   help="partial views only: 1 mild, 2 middle, 3 hard (fewer points kept, more noise, closer camera)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser("calibrate", help="add an in-vocabulary threshold to a checkpoint",
                        description="Calibrate the checkpoint's \"not sure\": the threshold of its familiarity score "
-                       "that flags at most --flag-rate of a fixed slice of the TRAINING split (never the test split). "
+                       "that flags at most --flag-rate of a fixed slice of the TRAINING split (never the test split), each "
+                       "shape re-sampled (a random half of its points) so that it is new to the model. "
                        "The threshold is stored in the checkpoint (written atomically; everything else kept).\n\n"
                        "example:\n  python main.py calibrate runs/t3dnet/student.pt --data ../shared/data/modelnet40_npy1024",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -233,12 +240,13 @@ def run_evaluate(args) -> int:
 
     _check_channels(args.channels)
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, limit=args.limit, up=args.up,
-                                 channels=args.channels)
+                                 channels=args.channels, views=args.views, severity=args.severity)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "confusion"}))
     else:
+        views = f" (partial views, severity {args.severity})" if args.views == "partial" else ""
         print(f"{result['checkpoint']}: OA {result['oa'] * 100:.2f}%  mAcc {result['macc'] * 100:.2f}%  "
-              f"on {result['n']} {args.split} shapes")
+              f"on {result['n']} {args.split} shapes{views}")
     return 0
 
 
@@ -290,7 +298,7 @@ def run_calibrate(args) -> int:
     if list(ds.class_names) != list(ck["class_names"]):
         raise T3DError(f"{ck['path']}: its classes differ from {args.data}'s: calibrate on the data it was trained on")
     idx = calibration_indices(len(ds), args.shapes)
-    source = f"{Path(args.data).name} train split, {len(idx)} of {len(ds)} shapes (evenly spread)"
+    source = f"{Path(args.data).name} train split, {len(idx)} of {len(ds)} shapes (evenly spread), each re-sampled"
     cal = calibrate_model(model, ds.points[idx], source, score=args.score, flag_rate=args.flag_rate)
     ck[CHECKPOINT_KEY] = cal.to_dict()
     out = Path(args.out or ck["path"])

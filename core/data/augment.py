@@ -169,6 +169,49 @@ class ShufflePoints(Augmentation):
         return np.take_along_axis(x, perm[..., None], axis=1)
 
 
+class PartialView(Augmentation):
+    """Turn a share ``prob`` of the samples into single-viewpoint partial views (:mod:`core.data.partial`):
+    points visible from a random camera (hidden point removal), a random share of them kept, noise
+    along the camera rays, re-sampled to the sample's point count and re-normalised to the unit
+    sphere (z up kept). Each chosen sample draws its own viewpoint and a severity uniform in
+    ``severity`` (parameters interpolated between the benchmark's levels 1..3), so draws differ per
+    sample and per call. Other channels follow their points. Runs on the CPU (Open3D), numpy or torch
+    in and out. ``prob=0`` returns the input's values and draws nothing."""
+
+    def __init__(self, prob: float = 0.0, severity: tuple[float, float] = (1.0, 3.0), seed: int | None = None):
+        super().__init__(seed)
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob must be in [0, 1], got {prob}")
+        lo, hi = severity
+        if not 1.0 <= lo <= hi <= 3.0:
+            raise ValueError(f"severity must be a range within [1, 3], got {severity}")
+        self.prob, self.severity = prob, (float(lo), float(hi))
+
+    def apply(self, x, rng):
+        if self.prob <= 0:
+            return x
+        from core.data.partial import partial_view_indices
+
+        b, n = x.shape[:2]
+        chosen = rng.random(b) < self.prob
+        sev = rng.uniform(*self.severity, size=b)
+        seeds = rng.integers(2**63, size=b)
+        if not chosen.any():
+            return x
+        is_torch = type(x).__module__.startswith("torch")
+        a = x.detach().cpu().numpy() if is_torch else np.asarray(x)
+        out = a.copy()
+        for i in np.flatnonzero(chosen):
+            rows, xyz = partial_view_indices(a[i, :, :3], np.random.default_rng(seeds[i]), sev[i], num_points=n)
+            out[i] = a[i, rows]
+            out[i, :, :3] = xyz
+        if is_torch:
+            import torch
+
+            return torch.as_tensor(out, dtype=x.dtype, device=x.device)
+        return out
+
+
 class Compose(Augmentation):
     """Apply transforms in order, all drawing from this object's generator (or ``rng``)."""
 
@@ -185,7 +228,10 @@ class Compose(Augmentation):
         return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
 
 
-def default_train_augmentation(seed: int | None = None) -> Compose:
-    """The usual ModelNet training recipe: anisotropic scale, shift, jitter, shuffle."""
-    return Compose([RandomScale(2 / 3, 3 / 2, anisotropic=True), RandomShift(0.2), Jitter(0.01, 0.05),
+def default_train_augmentation(seed: int | None = None, partial_prob: float = 0.0,
+                               partial_severity: tuple[float, float] = (1.0, 3.0)) -> Compose:
+    """The usual ModelNet training recipe: anisotropic scale, shift, jitter, shuffle; with
+    ``partial_prob > 0`` a :class:`PartialView` of that share of the samples comes first."""
+    first = [PartialView(partial_prob, partial_severity)] if partial_prob > 0 else []
+    return Compose([*first, RandomScale(2 / 3, 3 / 2, anisotropic=True), RandomShift(0.2), Jitter(0.01, 0.05),
                     ShufflePoints()], seed=seed)

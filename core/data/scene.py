@@ -125,11 +125,24 @@ def _plane_threshold(r: _Reduced) -> float:
 
 
 def _fit_plane(xyz: np.ndarray, threshold: float, seed: int):
+    """The largest plane ``(a, b, c, d)`` and its inliers: Open3D's RANSAC, then refined by least
+    squares on the inliers (twice), so that the plane and its inliers do not depend on which
+    random triple won (Open3D's RANSAC runs on several threads, so the seed alone does not fix it)."""
     import open3d as o3d
 
     o3d.utility.random.seed(seed)
     model, inliers = _o3d_cloud(xyz).segment_plane(threshold, 3, 300)
-    return np.asarray(model, dtype=np.float64), np.asarray(inliers, dtype=np.int64)
+    model = np.asarray(model, dtype=np.float64)
+    inliers = np.asarray(inliers, dtype=np.int64)
+    for _ in range(2):
+        if len(inliers) < 3:
+            break
+        pts = xyz[inliers]
+        centre = pts.mean(axis=0)
+        normal = np.linalg.svd(pts - centre, full_matrices=False)[2][-1]
+        model = np.append(normal, -normal @ centre)
+        inliers = np.flatnonzero(np.abs(xyz @ normal + model[3]) <= threshold)
+    return model, inliers
 
 
 def _span(points: np.ndarray, normal: np.ndarray) -> np.ndarray:
@@ -204,10 +217,7 @@ def _stands_on(points: np.ndarray, height: np.ndarray, normal: np.ndarray, thr: 
     return bool((height > -thr).mean() > 0.95 and tall < max_height and 0.15 * wide <= tall <= 5 * wide)
 
 
-def check_scene(xyz: np.ndarray, params: SceneParams | None = None) -> SceneCheck:
-    """Whether ``xyz`` (N, 3) is a scene (a support plane with several objects) or one object."""
-    p = params or SceneParams()
-    r = _reduce(xyz, p.analysis_points)
+def _check(r: _Reduced, p: SceneParams) -> SceneCheck:
     support, mask, why = _support_plane(r, p)
     if support is None:
         return SceneCheck(False, why)
@@ -221,12 +231,21 @@ def check_scene(xyz: np.ndarray, params: SceneParams | None = None) -> SceneChec
                                              p.max_object_height * plane_span)]
     share = sum(int((labels == k).sum()) for k in resting) / max(len(rest), 1)
     if len(resting) >= 2 and share >= p.min_resting_share:
-        return SceneCheck(True, f"a support plane ({support.fraction:.0%} of the points) carrying {len(resting)} "
-                                f"separate objects", support, len(resting))
+        return SceneCheck(True, f"a support plane ({support.fraction:.0%} of the points) with separate "
+                                f"objects standing on it", support, len(resting))
     if len(keep) >= 2:
         return SceneCheck(False, "one object: its parts are not separate objects standing on a plane", support,
                           len(keep))
     return SceneCheck(False, f"one object{' on a plane' if keep else ''}", support, len(keep))
+
+
+def check_scene(xyz: np.ndarray, params: SceneParams | None = None) -> SceneCheck:
+    """Whether ``xyz`` (N, 3) is a scene (a support plane with several objects) or one object.
+
+    ``support.normal`` points up: to the side where most of the other points are.
+    """
+    p = params or SceneParams()
+    return _check(_reduce(xyz, p.analysis_points), p)
 
 
 def find_objects(xyz: np.ndarray, params: SceneParams | None = None) -> tuple[list[FoundObject], np.ndarray | None]:
@@ -240,7 +259,7 @@ def find_objects(xyz: np.ndarray, params: SceneParams | None = None) -> tuple[li
     a = np.asarray(xyz, dtype=np.float64)
     finite = np.flatnonzero(np.isfinite(a).all(axis=1))
     r = _reduce(a[finite], p.analysis_points)
-    support, _, _ = _support_plane(r, p)
+    support = _check(r, p).support
     thr = _plane_threshold(r)
     keep = np.ones(len(r.xyz), bool)
     for _ in range(p.max_planes):
