@@ -293,7 +293,7 @@ class ComparisonPanel(QWidget):
             self.up_axis.addItem(a, a)
         self.up_axis.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.up_axis.setToolTip("Which axis of the file points up. auto: the file format's convention, else an "
-                                "estimate (objects: the orientation both models find most familiar; scenes: the "
+                                "estimate (objects: the bundled up-axis estimator network; scenes: the "
                                 "support plane), else z. Another axis overrides it. The view and the models' input "
                                 "are both turned.")
         self.up_axis.currentIndexChanged.connect(self._up_axis_changed)

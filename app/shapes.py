@@ -45,10 +45,10 @@ class Shape:
 
 
 def supported_formats() -> dict[str, list[str]]:
-    """Kind label -> extensions, for the open dialog."""
+    """Kind label -> extensions, for the open dialog (zip archives holding one file included)."""
     from core.data.io import SUPPORTED_FORMATS
 
-    return dict(SUPPORTED_FORMATS)
+    return {**SUPPORTED_FORMATS, "Archives": [".zip"]}
 
 
 def dialog_filters() -> list[str]:

@@ -21,9 +21,9 @@ from core.vocabulary import CHECKPOINT_KEY, VocabularyCalibration
 
 #: Clouds with fewer points are never called scenes: too sparse to tell parts from objects.
 SCENE_MIN_POINTS = 2000
-#: How much more likely (log-probability of the up-axis estimator) another axis must be than z
-#: before the estimate turns a cloud: a z-up file turned by mistake costs accuracy.
-#: Chosen on the estimator's validation slice of the training split (docs/REAL_FILES.md).
+#: Without the up-axis estimator: how much more familiar (summed energy of both classifiers)
+#: another axis must look than z before the fallback estimate turns a cloud. (The estimator
+#: carries its own margin, chosen on held-out training shapes.)
 UP_ESTIMATE_MARGIN = 1.0
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,11 +171,7 @@ class Comparison:
         """
         if self.up_estimator is not None:
             return self.up_estimator.estimate(xyz)
-        from core.data.orient import convert_up_axis
-        from core.data.preprocess import prepare_points
-
-        base = prepare_points(xyz, num_points=1024)
-        views = np.stack([convert_up_axis(base, a, "z") for a in UP_AXES]).astype(np.float32)
+        views = candidate_views(xyz)
         energy = sum(torch.logsumexp(torch.from_numpy(m.logits(views)), 1).numpy()
                      for m in (self.teacher, self.student))
         return _pick_axis({a: float(e) for a, e in zip(UP_AXES, energy)})
@@ -288,29 +284,62 @@ def _pick_axis(scores: dict[str, float], margin: float = UP_ESTIMATE_MARGIN) -> 
     return best, scores
 
 
-class UpEstimator:
-    """A small PointNet++ trained to tell which of the six signed axes of a cloud is up
-    (``scripts/train_up_estimator.py``; classes are :data:`core.data.orient.UP_AXES`).
+#: Checkpoint key of the up-axis estimator's probe (``scripts/train_up_estimator.py``).
+PROBE_KEY = "up_probe"
 
-    Its score for an axis is the log-probability; FPS and the unit-sphere normalisation
-    commute with rotations, so the cloud is prepared once as it is.
+
+def candidate_views(xyz: np.ndarray, num_points: int = 1024) -> np.ndarray:
+    """(6, num_points, 3): the cloud prepared once, then turned with each candidate axis of
+    :data:`~core.data.orient.UP_AXES` up (FPS and the unit-sphere scaling commute with rotations)."""
+    from core.data.orient import convert_up_axis
+    from core.data.preprocess import prepare_points
+
+    base = prepare_points(xyz, num_points=num_points)
+    return np.stack([convert_up_axis(base, a, "z") for a in UP_AXES]).astype(np.float32)
+
+
+@torch.no_grad()
+def view_embedding(model: ClassifierBase, views: torch.Tensor) -> torch.Tensor:
+    """What the up-axis probe reads from a classifier for each view (B, P, 3): its embedding, and
+    the maximum logit and ``logsumexp`` of its logits (how familiar the view looks)."""
+    feats = model.forward_features(views).float()
+    logits = model.forward_head(feats).float()
+    return torch.cat([feats, logits.max(1, keepdim=True).values, torch.logsumexp(logits, 1, keepdim=True)], 1)
+
+
+class UpEstimator:
+    """Which signed axis of a cloud is up: a linear probe on a small classifier's embedding of the
+    cloud turned with each candidate axis up. A model trained on upright shapes embeds an upright
+    shape differently from a turned one; the probe, fitted on turned training shapes
+    (``scripts/train_up_estimator.py``), scores each view, and a softmax over the six views gives each
+    axis's log-probability. Another axis must beat z by the probe's ``margin`` (chosen on held-out
+    training shapes so that z-up files stay z up).
     """
 
-    def __init__(self, model: ClassifierBase, margin: float = UP_ESTIMATE_MARGIN) -> None:
-        self.model, self.margin = model, margin
+    def __init__(self, model: ClassifierBase, probe: dict) -> None:
+        self.model = model
+        self.mean = np.asarray(probe["mean"], np.float32)
+        self.scale = np.asarray(probe["scale"], np.float32)
+        self.weight = np.asarray(probe["weight"], np.float32)
+        self.margin = float(probe["margin"])
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_UP_ESTIMATOR) -> "UpEstimator":
         model, ck = load_model(path)
-        if tuple(ck["class_names"]) != UP_AXES:
-            raise CheckpointError(f"{ck['path']}: not an up-axis estimator (its classes are not {UP_AXES})")
-        return cls(model)
+        probe = ck.get(PROBE_KEY)
+        if not probe or list(probe.get("axes", [])) != list(UP_AXES):
+            raise CheckpointError(f"{ck['path']}: not an up-axis estimator (no {PROBE_KEY!r} for the six axes)")
+        probe = {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in probe.items()}
+        return cls(model, probe)
 
     @torch.no_grad()
-    def log_probabilities(self, prepared: np.ndarray) -> np.ndarray:
-        """(B, 6) log-probabilities of each axis being up, for prepared clouds (B, P, 3)."""
-        x = torch.from_numpy(np.ascontiguousarray(prepared, dtype=np.float32))
-        return torch.log_softmax(self.model(x).float(), 1).numpy()
+    def log_probabilities(self, files: np.ndarray) -> np.ndarray:
+        """(B, 6) log-probability of each axis being up, for prepared clouds (B, P, 3)."""
+        views = np.concatenate([candidate_views(f, files.shape[1]) for f in files])
+        feats = view_embedding(self.model, torch.from_numpy(views)).numpy()
+        s = (((feats - self.mean) / self.scale) @ self.weight).reshape(len(files), len(UP_AXES))
+        s = s - s.max(1, keepdims=True)
+        return s - np.log(np.exp(s).sum(1, keepdims=True))
 
     def estimate(self, xyz: np.ndarray) -> tuple[str, dict[str, float]]:
         from core.data.preprocess import prepare_points

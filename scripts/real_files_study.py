@@ -35,7 +35,7 @@ from core.data.orient import UP_AXES, convert_up_axis, turn_z_up_to  # noqa: E40
 from core.data.preprocess import prepare_points  # noqa: E402
 from core.data.scene import check_scene, find_objects  # noqa: E402
 from core.engine.machine import machine_line  # noqa: E402
-from core.inference import Comparison, LoadedModel, UpEstimator  # noqa: E402
+from core.inference import Comparison, LoadedModel, _pick_axis  # noqa: E402
 from core.vocabulary import (SCORES, auroc, calibration_indices, model_logits, resample_half,  # noqa: E402
                              vocabulary_score)
 from oov_shapes import oov_shapes  # noqa: E402
@@ -56,17 +56,21 @@ def axis_study(comp: Comparison, test, limit: int) -> list[str]:
              f"ModelNet40 test shapes ({len(idx)} of {len(test)}), each turned so that one signed axis points "
              "up; the share for which the default (`--up auto`: no format hint on `.npy`, so the estimate) "
              "brings z back up. Estimator: `assets/models/up_estimator.pt` "
-             f"({'present' if est else 'absent: the classifiers-energy fallback'}).", "",
+             f"({'margin ' + format(est.margin, 'g') if est else 'absent: the classifiers-energy fallback'}).", "",
              "| axis turned up | z restored |", "| --- | --- |"]
     restored_all = []
     chosen_z = None
+
+    def estimate_all(files: np.ndarray) -> list[str]:
+        if est is None:
+            return [comp.estimate_up_axis(f)[0] for f in files]
+        lp = np.concatenate([est.log_probabilities(files[lo:lo + 64]) for lo in range(0, len(files), 64)])
+        return [_pick_axis(dict(zip(UP_AXES, map(float, row))), est.margin)[0] for row in lp]
+
     for axis in UP_AXES:
-        hits = []
-        chosen = []
-        for p in pts:
-            a, _ = comp.estimate_up_axis(turn_z_up_to(p, axis))
-            hits.append(a == axis)
-            chosen.append(a)
+        files = np.stack([turn_z_up_to(p, axis) for p in pts]).astype(np.float32)
+        chosen = estimate_all(files)
+        hits = [a == axis for a in chosen]
         if axis == "z":
             chosen_z = chosen
         restored_all += hits
