@@ -24,7 +24,7 @@ def _tube(curve: np.ndarray, radius: float, rng: np.random.Generator, n: int = 6
     t = rng.random(n)[:, None]
     c = curve[seg] * (1 - t) + curve[seg + 1] * t
     d = curve[seg + 1] - curve[seg]
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)  # repeated curve points
     a = np.cross(d, [0.0, 0.0, 1.0])
     bad = np.linalg.norm(a, axis=1) < 1e-6
     a[bad] = np.cross(d[bad], [1.0, 0, 0])
