@@ -439,17 +439,11 @@ class ComparisonPanel(QWidget):
         return self.shape.full_xyz if idx is None else self.shape.full_xyz[idx]
 
     def input_rotation(self) -> np.ndarray | None:
-        """The rotation (file -> z up) a found object is turned by, as Comparison.predict_objects does: the
-        scene's support plane unless the user chose the axis; None: the up axis's own rotation."""
+        """The rotation (file -> z up) the chosen object was turned by in Comparison.predict_objects;
+        None: no object chosen (the up axis's own rotation)."""
         if not (0 <= self.chosen_object < len(self.objects)) or self.crop_enabled():
             return None
-        up = self.current_up()
-        support = self.analysis.get("_support") if self.analysis else None
-        if up.source == "user" or support is None:
-            return None
-        from core.data.scene import rotation_between  # numpy only; open3d is imported inside its functions
-
-        return rotation_between(support)
+        return np.asarray(self.objects[self.chosen_object]["rotation"])
 
     def is_whole_scene(self) -> bool:
         return bool(self.analysis and self.analysis.get("scene")) and self.input_indices() is None

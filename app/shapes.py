@@ -75,8 +75,7 @@ def load_shape(path: str | Path, progress: Callable[[str, int, int], None] | Non
     report("reading", 0, 3)
     from core.data.io import load_point_cloud
 
-    kwargs = {"channels": int(channels)} if channels else {}
-    cloud = load_point_cloud(str(path), num_samples=num_samples, **kwargs)
+    cloud = load_point_cloud(str(path), num_samples=num_samples, channels=channels)
     report("preparing view", 1, 3)
     xyz = np.asarray(cloud.xyz, np.float32)
     if xyz.ndim != 2 or len(xyz) == 0:

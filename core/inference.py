@@ -204,7 +204,8 @@ class Comparison:
         """Objects found in a scene, each with both models' predictions, largest first.
 
         Each object is turned upright by the scene's support plane when there is one (its normal
-        becomes z), else by the decided up axis.
+        becomes z), else by the decided up axis; ``rotation`` (3x3, file -> z up) and ``indices``
+        (into ``xyz``) say exactly what the models saw, for a caller that shows or re-runs it.
         """
         from core.data.preprocess import prepare_points
         from core.data.scene import find_objects, rotation_between
@@ -221,14 +222,13 @@ class Comparison:
         batch = np.stack([prepare_points(np.asarray(xyz)[o.indices] @ rot.T, num_points=num_points) for o in found])
         preds = self.predict_batch(batch, top)
         return [{"bbox_min": o.bbox_min.tolist(), "bbox_max": o.bbox_max.tolist(), "points": o.points,
-                 "indices": o.indices, **p} for o, p in zip(found, preds)]
+                 "indices": o.indices, "rotation": rot, **p} for o, p in zip(found, preds)]
 
     def predict_file(self, path: str | Path, top: int = 5, up: str = "auto", num_points: int = 1024,
                      channels: int | None = None, objects: bool = False) -> dict:
         from core.data.io import load_point_cloud
 
-        kwargs = {"channels": channels} if channels else {}
-        cloud = load_point_cloud(path, **kwargs)
+        cloud = load_point_cloud(path, channels=channels)
         return self.predict_cloud(cloud, up=up, top=top, objects=objects, num_points=num_points)
 
 
@@ -276,12 +276,17 @@ def analyze_cloud(cloud, up: str = "auto", estimate=None, scene_params=None) -> 
     return info
 
 
+def pick_axes(scores: np.ndarray, margin: float) -> np.ndarray:
+    """Per row of (B, 6) scores in :data:`~core.data.orient.UP_AXES` order, the index of the best
+    axis, unless it beats z (index 0) by less than ``margin`` (then z)."""
+    scores = np.asarray(scores, np.float64)
+    best = scores.argmax(1)
+    return np.where(scores[np.arange(len(scores)), best] - scores[:, 0] < margin, 0, best)
+
+
 def _pick_axis(scores: dict[str, float], margin: float = UP_ESTIMATE_MARGIN) -> tuple[str, dict[str, float]]:
-    """The best-scoring axis, unless it beats z by less than ``margin`` (then z)."""
-    best = max(scores, key=scores.get)
-    if scores[best] - scores["z"] < margin:
-        best = "z"
-    return best, scores
+    """:func:`pick_axes` for one cloud's scores by axis name."""
+    return UP_AXES[int(pick_axes(np.array([[scores[a] for a in UP_AXES]]), margin)[0])], scores
 
 
 #: Checkpoint key of the up-axis estimator's probe (``scripts/train_up_estimator.py``).
@@ -305,6 +310,15 @@ def view_embedding(model: ClassifierBase, views: torch.Tensor) -> torch.Tensor:
     feats = model.forward_features(views).float()
     logits = model.forward_head(feats).float()
     return torch.cat([feats, logits.max(1, keepdim=True).values, torch.logsumexp(logits, 1, keepdim=True)], 1)
+
+
+def probe_log_probabilities(feats: np.ndarray, mean: np.ndarray, scale: np.ndarray, weight: np.ndarray
+                            ) -> np.ndarray:
+    """(B, 6) log-probabilities of the six axes from (B, 6, C) view embeddings: a linear score per
+    view on standardised features, softmax over the six views."""
+    s = ((feats - mean) / scale) @ weight
+    s = s - s.max(1, keepdims=True)
+    return s - np.log(np.exp(s).sum(1, keepdims=True))
 
 
 class UpEstimator:
@@ -333,19 +347,23 @@ class UpEstimator:
         return cls(model, probe)
 
     @torch.no_grad()
-    def log_probabilities(self, files: np.ndarray) -> np.ndarray:
-        """(B, 6) log-probability of each axis being up, for prepared clouds (B, P, 3)."""
-        views = np.concatenate([candidate_views(f, files.shape[1]) for f in files])
-        feats = view_embedding(self.model, torch.from_numpy(views)).numpy()
-        s = (((feats - self.mean) / self.scale) @ self.weight).reshape(len(files), len(UP_AXES))
-        s = s - s.max(1, keepdims=True)
-        return s - np.log(np.exp(s).sum(1, keepdims=True))
+    def log_probabilities(self, views: np.ndarray) -> np.ndarray:
+        """(B, 6) log-probability of each axis being up, from :func:`candidate_views` of B clouds (B, 6, P, 3)."""
+        flat = torch.from_numpy(np.ascontiguousarray(views.reshape(-1, *views.shape[2:]), dtype=np.float32))
+        feats = view_embedding(self.model, flat).numpy().reshape(len(views), len(UP_AXES), -1)
+        return probe_log_probabilities(feats, self.mean, self.scale, self.weight)
 
     def estimate(self, xyz: np.ndarray) -> tuple[str, dict[str, float]]:
-        from core.data.preprocess import prepare_points
-
-        logp = self.log_probabilities(prepare_points(xyz, num_points=1024)[None])[0]
+        logp = self.log_probabilities(candidate_views(xyz)[None])[0]
         return _pick_axis({a: float(v) for a, v in zip(UP_AXES, logp)}, self.margin)
+
+    def estimate_many(self, clouds: np.ndarray, batch: int = 64) -> list[str]:
+        """The estimated axis of each cloud of (B, P, 3), in batches (for measurements)."""
+        axes = []
+        for lo in range(0, len(clouds), batch):
+            views = np.stack([candidate_views(c, clouds.shape[1]) for c in clouds[lo:lo + batch]])
+            axes += [UP_AXES[i] for i in pick_axes(self.log_probabilities(views), self.margin)]
+        return axes
 
 
 def verdict(agree: bool, teacher_knows: bool | None, student_knows: bool | None) -> str:

@@ -35,7 +35,7 @@ from core.data.orient import UP_AXES, convert_up_axis, turn_z_up_to  # noqa: E40
 from core.data.preprocess import prepare_points  # noqa: E402
 from core.data.scene import check_scene, find_objects  # noqa: E402
 from core.engine.machine import machine_line  # noqa: E402
-from core.inference import Comparison, LoadedModel, _pick_axis  # noqa: E402
+from core.inference import Comparison, LoadedModel  # noqa: E402
 from core.vocabulary import (SCORES, auroc, calibration_indices, model_logits, resample_half,  # noqa: E402
                              vocabulary_score)
 from oov_shapes import oov_shapes  # noqa: E402
@@ -64,8 +64,7 @@ def axis_study(comp: Comparison, test, limit: int) -> list[str]:
     def estimate_all(files: np.ndarray) -> list[str]:
         if est is None:
             return [comp.estimate_up_axis(f)[0] for f in files]
-        lp = np.concatenate([est.log_probabilities(files[lo:lo + 64]) for lo in range(0, len(files), 64)])
-        return [_pick_axis(dict(zip(UP_AXES, map(float, row))), est.margin)[0] for row in lp]
+        return est.estimate_many(files)
 
     for axis in UP_AXES:
         files = np.stack([turn_z_up_to(p, axis) for p in pts]).astype(np.float32)

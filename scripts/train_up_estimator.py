@@ -27,9 +27,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.data.datasets import load_split  # noqa: E402
-from core.data.orient import UP_AXES, convert_up_axis, turn_z_up_to  # noqa: E402
+from core.data.orient import UP_AXES, turn_z_up_to  # noqa: E402
 from core.engine.checkpoint import atomic_save, load_model, read_checkpoint  # noqa: E402
-from core.inference import PROBE_KEY, candidate_views, view_embedding  # noqa: E402
+from core.inference import PROBE_KEY, candidate_views, pick_axes, probe_log_probabilities, view_embedding  # noqa: E402
 
 MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 
@@ -75,18 +75,11 @@ def fit_probe(feats: np.ndarray, labels: np.ndarray, epochs: int = 300, weight_d
     return mean.astype(np.float32), scale.astype(np.float32), w.detach().numpy()
 
 
-def log_probs(feats: np.ndarray, mean, scale, weight) -> np.ndarray:
-    s = ((feats - mean) / scale) @ weight
-    s = s - s.max(1, keepdims=True)
-    return s - np.log(np.exp(s).sum(1, keepdims=True))
-
-
 def margin_rows(lp: np.ndarray, labels: np.ndarray) -> list[dict]:
     """Per margin: the share of z-up files kept z up, and of files with each axis up brought back."""
     rows = []
     for m in MARGINS:
-        best = lp.argmax(1)
-        best = np.where(lp[np.arange(len(lp)), best] - lp[:, 0] < m, 0, best)
+        best = pick_axes(lp, m)
         per_axis = {a: float((best[labels == k] == k).mean()) for k, a in enumerate(UP_AXES)}
         rows.append({"margin": m, "all_six": float((best == labels).mean()), **per_axis})
     return rows
@@ -120,8 +113,8 @@ def main(argv=None) -> int:
     f_val = view_features(model, val_files)
     print(f"features: {len(train_idx)} + {len(val_idx)} shapes x 6 views in {time.time() - t0:.0f} s", flush=True)
     mean, scale, weight = fit_probe(f_train, train_labels)
-    train_acc = float((log_probs(f_train, mean, scale, weight).argmax(1) == train_labels).mean())
-    rows = margin_rows(log_probs(f_val, mean, scale, weight), val_labels)
+    train_acc = float((probe_log_probabilities(f_train, mean, scale, weight).argmax(1) == train_labels).mean())
+    rows = margin_rows(probe_log_probabilities(f_val, mean, scale, weight), val_labels)
     for r in rows:
         print(f"margin {r['margin']:.1f}: all six {r['all_six']:.4f}, z kept {r['z']:.4f}, "
               + ", ".join(f"{a} {r[a]:.3f}" for a in UP_AXES[1:]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+from core.cli.options import add_channels_option
 from core.data.orient import UP_CHOICES
 
 DESCRIPTION = """\
@@ -34,9 +35,7 @@ def add_commands(sub) -> None:
     p.add_argument("--points", type=int, default=1024, help="points after preprocessing (default 1024)")
     p.add_argument("--up", choices=UP_CHOICES, default="auto",
                    help="up axis of the file: auto (the format's, else estimated) or a signed axis (default auto)")
-    p.add_argument("--channels", type=int, default=None, metavar="N",
-                   help="floats per point of a headerless float32 file (x y z first), when its size "
-                        "and content do not tell")
+    add_channels_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

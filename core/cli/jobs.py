@@ -10,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+from core.cli.options import add_channels_option
+from core.data.io import check_channels
 from core.data.orient import UP_AXES, UP_CHOICES
 from core.errors import T3DError
 from core.vocabulary import DEFAULT_SCORE, SCORES
@@ -94,8 +96,7 @@ def add_commands(sub) -> None:
     p.add_argument("--up", default=None, choices=UP_AXES,
                    help="up axis of the dataset's files (default: the layout's convention, e.g. z for ModelNet "
                         "OFF/npy, y for the PointNet++ text and HDF5 files)")
-    p.add_argument("--channels", type=int, default=None, metavar="N",
-                   help="floats per point of binary float32 point files (x y z first); default: detected")
+    add_channels_option(p, "the dataset's headerless float32 point files")
     p.add_argument("--views", choices=["clean", "partial"], default="clean",
                    help="clean: the shapes as they are; partial: each shape seen from one fixed random viewpoint "
                         "(hidden point removal), sparser and noisier, like a single scan")
@@ -135,8 +136,7 @@ def add_commands(sub) -> None:
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--up", default="auto", choices=UP_CHOICES,
                    help="up axis of the file: auto (the format's, else estimated) or a signed axis (default auto)")
-    p.add_argument("--channels", type=int, default=None, metavar="N",
-                   help="floats per point of a binary float32 point file (x y z first); default: detected")
+    add_channels_option(p)
     p.add_argument("--objects", action="store_true", help="find the objects of a scene and predict each")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_predict)
@@ -238,7 +238,7 @@ def run_resume(args) -> int:
 def run_evaluate(args) -> int:
     from core.inference import evaluate_checkpoint
 
-    _check_channels(args.channels)
+    check_channels(args.channels, "--channels")
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, limit=args.limit, up=args.up,
                                  channels=args.channels, views=args.views, severity=args.severity)
     if args.json:
@@ -253,11 +253,12 @@ def run_evaluate(args) -> int:
 def run_predict(args) -> int:
     from core.inference import Comparison
 
-    _check_channels(args.channels)
+    check_channels(args.channels, "--channels")
     comp = Comparison.from_paths(args.teacher, args.student)
     result = comp.predict_file(args.path, top=args.top, up=args.up, channels=args.channels, objects=args.objects)
-    for obj in result.get("objects", []):
+    for obj in result.get("objects", []):  # arrays for callers in Python, not part of the JSON
         obj.pop("indices")
+        obj.pop("rotation")
     if args.json:
         print(json.dumps(result))
         return 0
@@ -277,11 +278,6 @@ def run_predict(args) -> int:
         print(f"object {i}: {obj['points']:,} points, teacher {t['top'][0]['class']} {t['top'][0]['prob']:.0%}, "
               f"student {s['top'][0]['class']} {s['top'][0]['prob']:.0%} ({obj['verdict'].replace('_', ' ')})")
     return 0
-
-
-def _check_channels(channels: int | None) -> None:
-    if channels is not None and not 3 <= channels <= 64:
-        raise T3DError(f"--channels must be between 3 and 64 floats per point (got {channels})")
 
 
 def run_calibrate(args) -> int:

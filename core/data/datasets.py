@@ -391,8 +391,7 @@ def _prepare_file(path: Path, num_points: int, up: str, channels: int | None = N
     from core.data.io import load_point_cloud
     from core.data.preprocess import prepare_points
 
-    extra = {"channels": channels} if channels else {}
-    cloud = load_point_cloud(path, num_samples=max(4 * num_points, 2048), **extra)
+    cloud = load_point_cloud(path, num_samples=max(4 * num_points, 2048), channels=channels)
     return prepare_points(cloud.xyz, num_points=num_points, up_axis=up)
 
 

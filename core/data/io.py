@@ -124,6 +124,20 @@ def all_extensions() -> list[str]:
     return sorted({e for exts in SUPPORTED_FORMATS.values() for e in exts})
 
 
+def check_channels(channels, what: str = "channels") -> int | None:
+    """``channels`` (floats per point of a headerless float32 file) as an int, or None when not given.
+
+    Raises:
+        T3DError: not a whole number from 3 to the largest layout read; the message starts with ``what``.
+    """
+    if channels is None:
+        return None
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or not 3 <= channels <= _MAX_CHANNELS:
+        raise T3DError(f"{what} (floats per point, x y z first) must be a whole number from 3 to {_MAX_CHANNELS}, "
+                       f"got {channels!r}")
+    return int(channels)
+
+
 def load_point_cloud(path: str | os.PathLike, num_samples: int = 20000, even: bool = False,
                      seed: int = 0, channels: int | None = None) -> PointCloud:
     """Read a mesh or point cloud file.
@@ -146,12 +160,7 @@ def load_point_cloud(path: str | os.PathLike, num_samples: int = 20000, even: bo
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     name = os.fspath(path)
-    if channels is not None:
-        if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) \
-                or not 3 <= channels <= _MAX_CHANNELS:
-            raise T3DError(f"{name}: channels (floats per point, x y z first) must be a whole number "
-                           f"from 3 to {_MAX_CHANNELS}, got {channels!r}")
-        channels = int(channels)
+    channels = check_channels(channels, f"{name}: channels")
     p = Path(path)
     _check_readable(p, name)
     return _load(p, name, num_samples, even, seed, channels, in_archive=False)

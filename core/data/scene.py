@@ -259,7 +259,7 @@ def find_objects(xyz: np.ndarray, params: SceneParams | None = None) -> tuple[li
     a = np.asarray(xyz, dtype=np.float64)
     finite = np.flatnonzero(np.isfinite(a).all(axis=1))
     r = _reduce(a[finite], p.analysis_points)
-    support = _check(r, p).support
+    support, _, _ = _support_plane(r, p)
     thr = _plane_threshold(r)
     keep = np.ones(len(r.xyz), bool)
     for _ in range(p.max_planes):
