@@ -81,6 +81,8 @@ class MainWindow(QMainWindow):
     load_failed = Signal(str)
     model_exported = Signal(str)  # the file written
     export_failed = Signal(str)  # a one-line reason
+    teacher_imported = Signal(str)  # the checkpoint of ours written by "Import teacher…"
+    import_failed = Signal(str)  # a one-line reason
 
     def __init__(self, settings: Settings | None = None, teacher: str | None = None, student: str | None = None,
                  data_dir: str | None = None) -> None:
@@ -95,6 +97,7 @@ class MainWindow(QMainWindow):
         self._load_seq = 0
         self.demo_timer: QTimer | None = None
         self.channels_dialog: ChannelsDialog | None = None  # while it asks
+        self.folder_dialog = None  # app.folder_dialog.FolderPredictionDialog, the latest one
         self._sized_splitter = False
 
         self.viewer = PointCloudViewer()
@@ -198,14 +201,22 @@ class MainWindow(QMainWindow):
             "Open a headerless float32 point file (LiDAR .bin) saying how many values one point has")
         self.recent_menu = f.addMenu("Open &recent")
         self._fill_recent()
+        f.addAction("&Predict folder…", lambda: self.predict_folder()).setToolTip(
+            "Run both models on every 3D file of a folder (and its sub-folders): a sortable table, exportable as CSV")
         f.addSeparator()
         f.addAction("Export view as PNG…", lambda: self.export_png(view_only=True))
         f.addAction("Export window as PNG…", lambda: self.export_png(view_only=False))
+        f.addAction("Export &report…", lambda: self.export_report()).setToolTip(
+            "One HTML (or PDF) page comparing the loaded teacher and student on the dataset's test split: "
+            "cost, accuracy per class, confusion difference, calibration, disagreements (docs/REPORT.md)")
         f.addSeparator()
         q = f.addAction("&Quit", self.close)
         q.setShortcut(QKeySequence.StandardKey.Quit)
         m = mb.addMenu("&Models")
         m.addAction("Load &teacher…", lambda: self.compare.choose_checkpoint("teacher"))
+        m.addAction("&Import teacher (PointNet / PointNet++ / DGCNN)…", self.import_teacher).setToolTip(
+            "Convert a checkpoint trained with the common PyTorch PointNet, PointNet++ or DGCNN code "
+            "(docs/TEACHERS.md) and load it as the teacher")
         m.addAction("Load &student…", lambda: self.compare.choose_checkpoint("student"))
         m.addAction("Use bundled models", lambda: self.compare.load_defaults())
         m.addSeparator()
@@ -341,6 +352,30 @@ class MainWindow(QMainWindow):
         if not getattr(self, "quiet_errors", False):
             QMessageBox.warning(self, "Could not open file", msg)
 
+    def predict_folder(self, folder: str | None = None):
+        """Both models on every 3D file of ``folder`` (asked for when None) in a worker; the table
+        fills in a dialog, which is returned (None when cancelled or the models are not loaded)."""
+        comp = self.compare.comparison
+        if comp is None:
+            QMessageBox.information(self, "Predict folder", "Load a teacher and a student first "
+                                    "(the bundled models load at start).")
+            return None
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Predict every 3D file of a folder", self.settings.open_dir)
+            if not folder:
+                return None
+            self.settings.open_dir = folder
+        from app.folder_dialog import FolderPredictionDialog
+
+        if self.folder_dialog is not None:
+            self.folder_dialog.cancel()
+        dlg = FolderPredictionDialog(comp, folder, self)
+        dlg.open_requested.connect(lambda p: (self.open_path(p), self.tabs.setCurrentIndex(0), self.activateWindow()))
+        self.folder_dialog = dlg
+        dlg.show()
+        dlg.start()
+        return dlg
+
     def set_shape(self, shape) -> None:
         self.shape = shape
         self._model_points = None
@@ -398,6 +433,39 @@ class MainWindow(QMainWindow):
             ev.acceptProposedAction()
 
     # --- export, demo, closing ------------------------------------------------------------------
+    def export_report(self, path: str | None = None, data_dir: str | None = None, **options):
+        """The compression report of the Compare view's models (app.report_export) on ``data_dir``
+        (default: the dataset folder of the settings), built in a worker behind a progress dialog;
+        ``path`` ending in .pdf prints it to PDF. Returns the ReportExport (None when cancelled)."""
+        from app.report_export import FILTERS, ReportExport
+
+        comp = self.compare.comparison
+        if comp is None:
+            QMessageBox.information(self, "Export report", "Load a teacher and a student first.")
+            return None
+        data_dir = data_dir or self.settings.data_dir
+        if not data_dir or not Path(data_dir).is_dir():
+            data_dir = QFileDialog.getExistingDirectory(self, "Dataset whose test split the report measures",
+                                                        str(Path.home()))
+            if not data_dir:
+                return None
+            self.settings.data_dir = data_dir
+        if path is None:
+            path, choice = QFileDialog.getSaveFileName(self, "Export report", str(Path.home() / "t3dnet_report.html"),
+                                                       ";;".join(FILTERS))
+            if not path:
+                return None
+            if not Path(path).suffix:
+                path += FILTERS.get(choice, ".html")
+        job = ReportExport(self, comp.teacher.checkpoint, comp.student.checkpoint, data_dir, path, **options)
+        job.written.connect(lambda p: self.statusBar().showMessage(f"Report written: {p}", 15000))
+        job.failed.connect(lambda m: (self.statusBar().showMessage(f"Report failed: {m}", 15000),
+                                      None if getattr(self, "quiet_errors", False) else
+                                      QMessageBox.warning(self, "Could not build the report", m)))
+        job.cancelled.connect(lambda: self.statusBar().showMessage("Report cancelled", 5000))
+        self.report_export = job
+        return job.start()
+
     def export_png(self, view_only: bool, path: str | None = None) -> str | None:
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Export PNG", str(Path.home() / "t3dnet.png"), "PNG (*.png)")
@@ -446,6 +514,44 @@ class MainWindow(QMainWindow):
             msg = error_text(exc)
             self.statusBar().showMessage(f"Export failed: {msg}", 15000)
             self.export_failed.emit(msg)
+
+        return start_worker(run, on_return=done, on_error=failed)
+
+    def import_teacher(self, source: str | None = None, out: str | None = None):
+        """Convert a teacher trained with the common PyTorch code into a checkpoint of ours
+        (core.models.importers) in a worker, then load it as the Compare view's teacher; returns
+        the worker (None when a dialog is cancelled)."""
+        if source is None:
+            source, _ = QFileDialog.getOpenFileName(self, "Import a teacher trained elsewhere", str(Path.home()),
+                                                    "PyTorch checkpoints (*.pth *.pt *.t7 *.tar);;All files (*)")
+            if not source:
+                return None
+        if out is None:
+            suggested = Path(source).with_name(Path(source).stem + "_teacher.pt")
+            out, _ = QFileDialog.getSaveFileName(self, "Save the imported teacher as", str(suggested),
+                                                 "Checkpoints (*.pt)")
+            if not out:
+                return None
+        self.statusBar().showMessage(f"Importing {Path(source).name} …")
+
+        def run(src=source, dst=out):
+            from core.models.importers import import_teacher, write_teacher
+
+            result = import_teacher(src)
+            write_teacher(result, dst, source=src)
+            return result.summary()
+
+        def done(summary, dst=out):
+            self.statusBar().showMessage(f"Imported {summary}; saved as {dst}", 15000)
+            self.teacher_imported.emit(dst)
+            self.compare.load_checkpoint("teacher", dst)
+
+        def failed(exc):
+            msg = error_text(exc)
+            self.statusBar().showMessage(f"Import failed: {msg}", 15000)
+            self.import_failed.emit(msg)
+            if not getattr(self, "quiet_errors", False):
+                QMessageBox.warning(self, "Could not import the teacher", msg)
 
         return start_worker(run, on_return=done, on_error=failed)
 
@@ -531,6 +637,10 @@ class MainWindow(QMainWindow):
         self._shut = True
         self.training.stop_all()
         self.disagreements.cancel()
+        if self.folder_dialog is not None:
+            self.folder_dialog.cancel()
+        if getattr(self, "report_export", None) is not None:
+            self.report_export.cancel()
         self.viewer.shutdown()
         self.compare.pool.waitForDone(15000)
         QThreadPool.globalInstance().waitForDone(15000)

@@ -13,9 +13,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
                                QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.compare_panel import human
+from core.engine.checkpoint import run_checkpoint
 
 COLUMNS = ("run", "job", "model", "OA %", "mAcc %", "params", "MACs", "latency ms (CPU, b1)", "epochs", "path")
-CHECKPOINTS = ("student.pt", "model.pt", "best.pt", "last.pt")
 
 
 def find_runs(roots: list[Path], depth: int = 2) -> list[Path]:
@@ -65,13 +65,6 @@ def read_run(d: Path) -> dict:
             pass
         info.setdefault("finished", False)
     return info
-
-
-def run_checkpoint(run_dir: str) -> str | None:
-    for name in CHECKPOINTS:
-        if (Path(run_dir) / name).is_file():
-            return str(Path(run_dir) / name)
-    return None
 
 
 class NumItem(QTableWidgetItem):
@@ -190,4 +183,4 @@ class RunsPanel(QWidget):
         if runs:
             ck = run_checkpoint(runs[0]["path"])
             if ck:
-                self.load_student.emit(ck)
+                self.load_student.emit(str(ck))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
@@ -37,6 +38,9 @@ class Settings:
         return [str(x) for x in (v or [])]
 
     def add_recent(self, path: str) -> list[str]:
+        """Put ``path`` first in the recent files, stored absolute (a relative path would change
+        meaning with the folder the app is started from)."""
+        path = os.path.abspath(path)
         items = [path] + [p for p in self.recent_files if p != path]
         self.q.setValue("recent_files", items[:MAX_RECENT])
         return items[:MAX_RECENT]

@@ -210,8 +210,8 @@ class TrainingPanel(QWidget):
         self.plots: dict[str, pg.PlotItem] = {}
         self.outcome = ""
         self.redraws = 0
-        self._stage_offset = 0
-        self._last_total = 0
+        self._epoch_offset = 0.0  # epochs of the job's earlier stages: one continuous x axis
+        self._steps_per_epoch = 0
 
         form_box = QGroupBox("New job")
         form = QFormLayout(form_box)
@@ -289,7 +289,7 @@ class TrainingPanel(QWidget):
             p = self.graphs.addPlot(row=i // 2, col=i % 2, title=name)
             p.showGrid(x=True, y=True, alpha=0.3)
             p.addLegend(offset=(-5, 5))
-            p.setLabel("bottom", "step")
+            p.setLabel("bottom", "epoch")
             p.setClipToView(True)
             p.setDownsampling(auto=True, mode="peak")
             # Fixed axis sizes: a new range then never re-lays out the plots (a redraw stays one paint).
@@ -417,8 +417,8 @@ class TrainingPanel(QWidget):
             if p.legend is not None:
                 p.legend.clear()
         self.items.clear()
-        self._stage_offset = 0
-        self._last_total = 0
+        self._epoch_offset = 0.0  # epochs of the job's earlier stages: one continuous x axis
+        self._steps_per_epoch = 0
         self._t0 = time.monotonic()
         self.progress.setRange(0, 0)
         self.job = JobProcess(args, out, self)
@@ -451,13 +451,12 @@ class TrainingPanel(QWidget):
     # --- events ---------------------------------------------------------------------------------
     def _on_event(self, ev: dict) -> None:
         kind = ev.get("type")
-        if kind == "step":
+        if kind == "start":
+            self._steps_per_epoch = ev.get("steps_per_epoch") or 0
+        elif kind == "step":
             total = ev.get("total_steps") or 0
             done = ev.get("global_step") or 0
-            if total and total != self._last_total and done <= 1 and self._last_total:
-                self._stage_offset += self._last_total  # a new stage restarts its step count
-            self._last_total = total
-            x = self._stage_offset + done
+            x = self._epoch_offset + done / max(1, self._steps_per_epoch or total or 1)
             terms = [k for k in ev if k.endswith("_loss") and k != "loss"]
             # A one-term job (train) reports its only term as both loss and task_loss: draw it once.
             duplicate = terms[0] if len(terms) == 1 and ev.get(terms[0]) == ev.get("loss") else None
@@ -475,7 +474,7 @@ class TrainingPanel(QWidget):
                 stage = ev.get("stage", "")
                 self.progress.setFormat(f"{stage} %v/%m steps (%p%){eta}")
         elif kind == "epoch":
-            x = self._stage_offset + (self._last_total or 0) * (ev.get("epoch", 0) + 1) / max(ev.get("epochs", 1), 1)
+            x = self._epoch_offset + ev.get("epoch", 0) + 1
             for k in ("val_oa", "val_macc", "train_loss"):
                 if isinstance(ev.get(k), (int, float)):
                     self.curves.add(k, x, ev[k])
@@ -484,7 +483,13 @@ class TrainingPanel(QWidget):
                 f"epoch {ev.get('epoch', 0) + 1}/{ev.get('epochs', '?')}"
                 + (f": val OA {oa * 100:.1f}%" if isinstance(oa, (int, float)) else ""))
         elif kind == "stage":
-            self.status.setText(f"Stage {ev.get('index', 0) + 1}/{ev.get('of', '?')}: {ev.get('stage')}")
+            self.status.setText(f"Stage {ev.get('index', '?')}/{ev.get('of', '?')}: {ev.get('stage')}")
+            self._epoch_offset = float(ev.get("epoch_offset") or 0)
+            if self._epoch_offset:  # the boundary between stages, on every plot
+                for p in self.plots.values():
+                    p.addItem(pg.InfiniteLine(self._epoch_offset, angle=90, label=ev.get("stage"),
+                                              pen=pg.mkPen((150, 150, 150), style=Qt.PenStyle.DashLine),
+                                              labelOpts={"position": 0.95}))
         elif kind == "progress":
             self.status.setText(f"{ev.get('what', 'working')}: {ev.get('done')}/{ev.get('total')}")
         elif kind == "error":

@@ -156,6 +156,28 @@ class Comparison:
             o["verdict"] = verdict(o["agree"], o["teacher"]["in_vocabulary"], o["student"]["in_vocabulary"])
         return out
 
+    def predict_many(self, batch: np.ndarray, top: int = 5) -> list[dict]:
+        """Both models on prepared clouds (B, P, 3), one forward pass of each model over the batch:
+        per cloud the :meth:`predict_points` answer without ``probs``. Each ``latency_ms`` is the
+        model's forward pass over the batch divided by B (the share of one cloud)."""
+        probs, described = {}, {}
+        for role, m in (("teacher", self.teacher), ("student", self.student)):
+            t0 = time.perf_counter()
+            logits = m.logits(batch)
+            ms = (time.perf_counter() - t0) * 1000 / len(batch)
+            probs[role] = torch.softmax(torch.from_numpy(logits), 1).numpy()
+            vocab = m.in_vocabulary(logits)
+            described[role] = [m.describe(probs[role][i], ms, top, vocab[i]) for i in range(len(batch))]
+        out = []
+        for i in range(len(batch)):
+            pt, ps = probs["teacher"][i], probs["student"][i]
+            t, s = described["teacher"][i], described["student"][i]
+            agree = int(pt.argmax()) == int(ps.argmax())
+            out.append({"teacher": t, "student": s, "agree": agree,
+                        "verdict": verdict(agree, t["in_vocabulary"], s["in_vocabulary"]),
+                        "divergence": js_divergence(pt, ps)})
+        return out
+
     @property
     def up_estimator(self) -> "UpEstimator | None":
         """The bundled up-axis estimator, loaded on first use (None when it is not installed)."""
@@ -192,9 +214,7 @@ class Comparison:
         result = self.predict_points(pts, top)
         for role in ("teacher", "student"):
             result[role].pop("probs")
-        if info["scene"]:
-            result["verdict"] = "scene"
-        result = {"input": info, **result, "file": cloud.path}
+        result = file_answer(info, result, cloud.path)
         if objects:
             result["objects"] = self.predict_objects(cloud.xyz, up_axis, support, top=top, num_points=num_points)
         return result
@@ -230,6 +250,15 @@ class Comparison:
 
         cloud = load_point_cloud(path, channels=channels)
         return self.predict_cloud(cloud, up=up, top=top, objects=objects, num_points=num_points)
+
+
+def file_answer(info: dict, prediction: dict, file: str) -> dict:
+    """The ``predict --json`` object (without ``objects``) of one file: its analysis ``info`` (the
+    ``input`` block, private keys removed) and both models' ``prediction`` (:meth:`Comparison.predict_points`
+    without ``probs``, or one of :meth:`Comparison.predict_many`). A scene's verdict is ``scene``."""
+    if info["scene"]:
+        prediction["verdict"] = "scene"
+    return {"input": info, **prediction, "file": file}
 
 
 def analyze_cloud(cloud, up: str = "auto", estimate=None, scene_params=None) -> dict:
@@ -304,10 +333,11 @@ def candidate_views(xyz: np.ndarray, num_points: int = 1024) -> np.ndarray:
 
 
 @torch.no_grad()
-def view_embedding(model: ClassifierBase, views: torch.Tensor) -> torch.Tensor:
+def view_embedding(model: ClassifierBase, views: torch.Tensor, grouping=None) -> torch.Tensor:
     """What the up-axis probe reads from a classifier for each view (B, P, 3): its embedding, and
-    the maximum logit and ``logsumexp`` of its logits (how familiar the view looks)."""
-    feats = model.forward_features(views).float()
+    the maximum logit and ``logsumexp`` of its logits (how familiar the view looks). ``grouping``:
+    the model's sampling/grouping indices for ``views`` when the caller has them."""
+    feats = model.forward_features(views, grouping).float()
     logits = model.forward_head(feats).float()
     return torch.cat([feats, logits.max(1, keepdim=True).values, torch.logsumexp(logits, 1, keepdim=True)], 1)
 
@@ -348,9 +378,16 @@ class UpEstimator:
 
     @torch.no_grad()
     def log_probabilities(self, views: np.ndarray) -> np.ndarray:
-        """(B, 6) log-probability of each axis being up, from :func:`candidate_views` of B clouds (B, 6, P, 3)."""
+        """(B, 6) log-probability of each axis being up, from :func:`candidate_views` of B clouds (B, 6, P, 3).
+
+        The six views of a cloud are turns of one prepared cloud, and sampling and grouping (FPS,
+        ball query) depend only on distances, which turns keep: the indices are computed once per
+        cloud, on its first view, and shared by all six (most of the estimator's time otherwise).
+        """
         flat = torch.from_numpy(np.ascontiguousarray(views.reshape(-1, *views.shape[2:]), dtype=np.float32))
-        feats = view_embedding(self.model, flat).numpy().reshape(len(views), len(UP_AXES), -1)
+        first = torch.from_numpy(np.ascontiguousarray(views[:, 0], dtype=np.float32))
+        grouping = _repeat_each(self.model.compute_grouping(first), views.shape[1])
+        feats = view_embedding(self.model, flat, grouping).numpy().reshape(len(views), len(UP_AXES), -1)
         return probe_log_probabilities(feats, self.mean, self.scale, self.weight)
 
     def estimate(self, xyz: np.ndarray) -> tuple[str, dict[str, float]]:
@@ -364,6 +401,18 @@ class UpEstimator:
             views = np.stack([candidate_views(c, clouds.shape[1]) for c in clouds[lo:lo + batch]])
             axes += [UP_AXES[i] for i in pick_axes(self.log_probabilities(views), self.margin)]
         return axes
+
+
+def _repeat_each(tree, n: int):
+    """Sampling/grouping indices (tensors with the batch first, in lists and dicts) with each cloud's
+    entry repeated ``n`` times in a row, for ``n`` views of every cloud; None stays None."""
+    if torch.is_tensor(tree):
+        return tree.repeat_interleave(n, 0)
+    if isinstance(tree, dict):
+        return {k: _repeat_each(v, n) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_repeat_each(v, n) for v in tree)
+    return tree
 
 
 def verdict(agree: bool, teacher_knows: bool | None, student_knows: bool | None) -> str:
@@ -384,14 +433,24 @@ def verdict(agree: bool, teacher_knows: bool | None, student_knows: bool | None)
 @torch.no_grad()
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", limit: int = 0,
                         batch_size: int = 64, up: str | None = None, channels: int | None = None,
-                        views: str = "clean", severity: int = 2) -> dict:
-    """OA and mean class accuracy (fractions) of a checkpoint on a dataset split.
+                        views: str = "clean", severity: int = 2, temperature_shapes: int = 0,
+                        keep_logits: bool = False, progress=None) -> dict:
+    """OA, mean class accuracy and ECE (fractions) of a checkpoint on a dataset split.
 
     ``up`` overrides the dataset layout's up-axis convention; ``channels`` is the floats per point
     of binary float32 point files. ``views='partial'`` evaluates on the split's partial-view
     benchmark (:func:`core.data.partial.partial_benchmark`, one fixed viewpoint per shape) at
     ``severity`` 1, 2 or 3; with ``limit`` each shape keeps the view it has in the whole split.
+    ``shapes_per_s`` is the throughput of the model's forward passes alone (``batch_size`` shapes
+    each, on ``threads`` CPU threads).
+
+    ``ece`` is the expected calibration error over ``ece_bins`` equal-width confidence bins
+    (:mod:`core.calibration`). With ``temperature_shapes`` > 0 a temperature is fitted on that many
+    (at most 1,000) evenly spread shapes of the *training* split, clean views, and ``temperature``
+    and ``ece_temperature_scaled`` are added. ``keep_logits`` adds the arrays ``logits``, ``labels``
+    and ``indices`` (not JSON); ``progress(done, total)`` is called after every batch.
     """
+    from core.calibration import ECE_BINS, expected_calibration_error, softmax
     from core.data.datasets import load_split
     from core.data.partial import SEVERITIES, partial_benchmark
     from core.engine.metrics import classification_metrics
@@ -407,14 +466,37 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
         raise CheckpointError(f"{ck['path']}: trained on {len(ck['class_names'])} classes that differ from {data}'s "
                               f"{len(ds.class_names)}")
     idx = np.arange(len(ds)) if not limit or limit >= len(ds) else np.linspace(0, len(ds) - 1, limit).round().astype(int)
-    preds = []
+    preds, forward_s = [], 0.0
     for lo in range(0, len(idx), batch_size):
         b = idx[lo : lo + batch_size]
-        pts = ds.points[b] if views == "clean" else partial_benchmark(ds.points[b], severity, indices=b)
-        preds.append(model(torch.from_numpy(pts)).argmax(1).numpy())
-    m = classification_metrics(np.concatenate(preds), ds.labels[idx], len(ds.class_names))
+        pts = torch.from_numpy(ds.points[b] if views == "clean" else partial_benchmark(ds.points[b], severity, indices=b))
+        # Timed: the model's forward pass over the batch (its sampling and grouping included), not
+        # reading the dataset, making partial views or the metrics.
+        t0 = time.perf_counter()
+        logits = model(pts)
+        forward_s += time.perf_counter() - t0
+        preds.append(logits.float().numpy())
+        if progress is not None:
+            progress(min(lo + batch_size, len(idx)), len(idx))
+    all_logits = np.concatenate(preds)
+    m = classification_metrics(all_logits.argmax(1), ds.labels[idx], len(ds.class_names))
+    m["ece"] = expected_calibration_error(softmax(all_logits), ds.labels[idx])
+    m["ece_bins"] = ECE_BINS
+    m["shapes_per_s"] = len(idx) / forward_s if forward_s > 0 else None
+    m["batch_size"] = batch_size
+    m["threads"] = torch.get_num_threads()
     m["checkpoint"] = ck["path"]
     m["split"] = split
     m["views"] = views
     m["severity"] = severity if views == "partial" else None
+    if temperature_shapes:
+        from core.calibration import fit_checkpoint_temperature
+
+        t = fit_checkpoint_temperature(model, data, temperature_shapes, batch_size=batch_size, up=up, channels=channels,
+                                       class_names=ck["class_names"])
+        m["temperature"] = t["temperature"]
+        m["temperature_fitted_on"] = t["source"]
+        m["ece_temperature_scaled"] = expected_calibration_error(softmax(all_logits, t["temperature"]), ds.labels[idx])
+    if keep_logits:
+        m["logits"], m["labels"], m["indices"] = all_logits, ds.labels[idx], idx
     return m

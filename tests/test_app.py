@@ -19,14 +19,16 @@ SCAN_FILES = sorted(p for p in SCANS.glob("*") if p.suffix.lower() in (".ply", "
 
 
 @pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory, modelnet40):
-    """A small untrained teacher and student over the ModelNet40 classes (PointNet: fast on CPU)."""
+def checkpoints(tmp_path_factory):
+    """A small untrained teacher and student over the ModelNet40 classes (PointNet: fast on CPU);
+    no dataset needed, so the main-window tests run without ../shared/data."""
     import torch
 
+    from core.data.datasets import MODELNET40_CLASSES
     from core.engine.checkpoint import save_model
     from core.models import create_model
 
-    names = sorted(p.name for p in modelnet40.iterdir() if p.is_dir())
+    names = list(MODELNET40_CLASSES)
     d = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
     save_model(d / "teacher.pt", create_model("pointnet", num_classes=len(names), width=0.25), names)
@@ -65,6 +67,8 @@ def test_tests_never_touch_the_users_settings(tmp_path):
     s = Settings()
     s.add_recent(str(tmp_path / "x.ply"))
     assert Path(s.q.fileName()).resolve().is_relative_to(tmp_path.resolve()), s.q.fileName()
+    s.add_recent("relative/y.ply")  # stored absolute
+    assert s.recent_files[0] == os.path.abspath("relative/y.ply") and Path(s.recent_files[0]).is_absolute()
 
 
 def _open_and_predict(qtbot, w, path: Path) -> dict:
@@ -177,6 +181,28 @@ def test_form_arguments_follow_the_job_kind(training, tmp_path):
     training.job_kind.setCurrentText("kd")
     training.temperature.setValue(0)  # "preset": the flag is left out
     assert "--temperature" not in training.form_args()[0]
+
+
+def test_two_stage_curves_run_on_one_axis_with_the_boundary_marked(training):
+    """A continuous T3DNet run: stage 2 restarts its step count; the curves must not draw back."""
+    import pyqtgraph as pg
+
+    def stage(name, index, offset, epochs, steps):
+        training._on_event({"type": "stage", "stage": name, "index": index, "of": 2, "epoch_offset": offset})
+        training._on_event({"type": "start", "steps_per_epoch": steps, "epochs": epochs})
+        for g in range(1, epochs * steps + 1):
+            training._on_event({"type": "step", "global_step": g, "total_steps": epochs * steps, "loss": 1.0 / g,
+                                "lr": 0.1 * (1 - g / (epochs * steps)), "stage": name})
+
+    stage("netaug", 1, 0, 2, 4)
+    assert training.status.text() == "Stage 1/2: netaug"
+    stage("distill", 2, 2, 2, 4)
+    assert training.status.text() == "Stage 2/2: distill"
+    xs = training.curves.xs["loss"]
+    assert xs == sorted(xs) and xs[-1] == pytest.approx(4.0) and xs[0] == pytest.approx(0.25)
+    training._redraw()
+    lines = [i for p in training.plots.values() for i in p.items if isinstance(i, pg.InfiniteLine)]
+    assert lines and all(line.value() == pytest.approx(2.0) for line in lines)
 
 
 @pytest.mark.timeout(150)

@@ -61,6 +61,7 @@ def test_evaluate_json(smoke_run, modelnet40):
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["n"] == 40 and 0 <= result["oa"] <= 1 and 0 <= result["macc"] <= 1
+    assert result["shapes_per_s"] > 0 and result["batch_size"] == 64 and result["threads"] >= 1
 
 
 def test_predict_json(smoke_run, modelnet40):

@@ -102,6 +102,15 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path):
     bad.write_text("[unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config("smoke", bad)
+    # Cached teacher views cannot honour rotation or jitter: refused, not ignored.
+    kd = {"job": "kd", "distill": {"teacher": "t.pt", "cache_views": 4}}
+    for aug in ({"rotate_up": True}, {"jitter": 0.01}):
+        with pytest.raises(ConfigError, match="distill.cache_views"):
+            load_config("smoke", overrides=kd | {"augment": aug})
+    assert load_config("smoke", overrides=kd | {"augment": {"partial_prob": 0.5}}).augment.partial_prob == 0.5
+    for key, value in (("partial_prob", 1.5), ("partial_severity", [2.0, 1.0]), ("partial_severity", [0.5, 2.0])):
+        with pytest.raises(ConfigError, match=f"augment.{key}"):
+            load_config("smoke", overrides={"augment": {key: value}})
 
 
 # -- NetAug --------------------------------------------------------------------------------------
@@ -163,6 +172,14 @@ def test_train_job_writes_run_directory(modelnet40, tmp_path):
     assert f"({os.cpu_count()} cores, torch kernels " in (tmp_path / "report.md").read_text()
     model, ck = load_model(tmp_path / "student.pt")
     assert ck["model"]["name"] == "pointnet" and len(ck["class_names"]) == 40
+    # The run's model is its final one; the test-selected best.pt is labelled and never a default.
+    assert read_checkpoint(tmp_path)["path"] == str(tmp_path / "student.pt")
+    assert read_checkpoint(tmp_path / "best.pt")["metrics"]["selected_on"] == "test"
+    only_best = tmp_path / "only_best"
+    only_best.mkdir()
+    (only_best / "best.pt").write_bytes((tmp_path / "best.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        read_checkpoint(only_best)
     assert ck["model"]["kwargs"] == {}  # the architecture's own dropout
 
 
@@ -250,7 +267,7 @@ def test_distill_init_from_a_netaug_training_checkpoint(modelnet40, teacher_ckpt
     run_job(cfg, tmp_path / "s1")
     cfg2 = load_config("smoke", overrides={"job": "distill", "model": "pointnet2_ssg", "width": 0.125,
                                            "data": str(modelnet40), "epochs": 1,
-                                           "distill": {"teacher": teacher_ckpt, "init": str(tmp_path / "s1" / "last.pt")},
+                                           "init": str(tmp_path / "s1" / "last.pt"), "distill": {"teacher": teacher_ckpt},
                                            **{k: v for k, v in SMALL.items() if k != "epochs"}})
     from core.engine.trainer import Trainer
 
@@ -342,7 +359,7 @@ def test_student_init_of_another_architecture_is_refused(modelnet40, teacher_ckp
     init = tmp_path / "dg.pt"
     save_model(init, create_model("dgcnn", width=0.125), [str(i) for i in range(40)])
     cfg = load_config("smoke", overrides={"job": "distill", "data": str(modelnet40), "width": 0.125, **SMALL,
-                                           "distill": {"teacher": teacher_ckpt, "init": str(init)}})
+                                           "init": str(init), "distill": {"teacher": teacher_ckpt}})
     with pytest.raises(CheckpointError, match="holds a dgcnn model, expected pointnet2_ssg"):
         run_job(cfg, tmp_path / "run")
 

@@ -285,3 +285,118 @@ def test_evaluate_partial_views_json(tmp_path):
     r = subprocess.run([*cmd, "--views", "partial", "--limit", "5"], capture_output=True, text=True, timeout=300,
                        cwd=ROOT, env=env)
     assert r.returncode == 0 and "partial views, severity 2" in r.stdout, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# partial views in training
+
+
+def test_per_shape_views_are_fixed_per_shape_and_independent_of_the_batch(shapes):
+    from core.data.augment import partial_views_per_shape
+
+    a = partial_views_per_shape(shapes, 0.5, seed=(0, 1))
+    np.testing.assert_array_equal(partial_views_per_shape(shapes, 0.5, seed=(0, 1)), a)
+    sub = partial_views_per_shape(shapes[[4, 1]], 0.5, seed=(0, 1), indices=[4, 1])
+    np.testing.assert_array_equal(sub, a[[4, 1]])  # a shape's draw ignores the others
+    changed = [not np.array_equal(a[i], shapes[i]) for i in range(len(shapes))]
+    assert 0 < sum(changed) < len(shapes)  # about half, at prob 0.5, on these six
+    np.testing.assert_array_equal(partial_views_per_shape(shapes, 0.0), shapes)
+    assert all(not np.array_equal(v, s) for v, s in zip(partial_views_per_shape(shapes, 1.0, seed=3), shapes))
+    assert not np.array_equal(partial_views_per_shape(shapes, 1.0, seed=(0, 2)), partial_views_per_shape(shapes, 1.0, seed=(0, 1)))
+
+
+SMALL = {"limit_train": 48, "limit_test": 24, "batch_size": 8}
+
+
+def test_training_uses_cached_partial_views_and_their_own_indices(modelnet40, tmp_path):
+    """With cached indices, each variant is one fixed set of views drawn once (and cached on disk for
+    the next run); the grouping indices are those of the views, not of the clean shapes."""
+    from core.data.augment import partial_views_per_shape
+    from core.engine.config import load_config
+    from core.engine.trainer import Trainer, run_job
+
+    over = {"job": "train", "model": "pointnet2_ssg", "width": 0.125, "data": str(modelnet40), **SMALL,
+            "grouping_variants": 2, "augment": {"partial_prob": 1.0, "partial_severity": [2.0, 2.0]}}
+    cfg = load_config("smoke", overrides=over)
+    events = []
+    report = run_job(cfg, tmp_path / "a", sink=events.append)
+    assert 0 <= report["oa"] <= 1
+    assert any(e["type"] == "progress" and e["what"] == "partial views" for e in events)
+    trainer = Trainer(cfg, tmp_path / "b")
+    trainer._setup()
+    views, clean = trainer.train_views, trainer.train_set.points
+    assert views.shape == (2, *clean.shape)
+    expect = partial_views_per_shape(clean[:3], 1.0, (2.0, 2.0), seed=(0, 1))
+    np.testing.assert_array_equal(views[1, :3], expect)  # variant 1: the draw with seed (VIEW_SEED, 1)
+    assert not np.array_equal(views[0], views[1])
+    idx = np.array([0, 5])
+    got = trainer.train_groups.get(idx, 1)
+    start = torch.from_numpy(trainer.train_groups.starts[1][idx])
+    want = trainer.model.compute_grouping(torch.from_numpy(views[1][idx]), start)
+    from core.engine.grouping import _flatten
+
+    got, want = _flatten(got, []), _flatten(want, [])
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    clean = trainer.model.compute_grouping(torch.from_numpy(trainer.train_set.points[idx]), start)
+    assert not all(torch.equal(a, b) for a, b in zip(got, _flatten(clean, [])))
+    # A second run reads the views from the cache instead of drawing them again.
+    events2 = []
+    run_job(cfg, tmp_path / "c", sink=events2.append)
+    assert not any(e["type"] == "progress" and e.get("what") == "partial views" for e in events2)
+
+
+def test_fresh_partial_views_per_batch_without_cached_indices(modelnet40, tmp_path):
+    from core.engine.config import load_config
+    from core.engine.trainer import Trainer
+
+    over = {"job": "train", "model": "pointnet2_ssg", "width": 0.125, "data": str(modelnet40), **SMALL,
+            "grouping_variants": 0, "augment": {"partial_prob": 1.0}}
+    trainer = Trainer(load_config("smoke", overrides=over), tmp_path)
+    trainer._setup()
+    idx = np.arange(4)
+    e0, e1 = trainer._train_points(idx, 0, epoch=0), trainer._train_points(idx, 0, epoch=1)
+    assert not np.array_equal(e0, e1)  # another epoch, other views
+    np.testing.assert_array_equal(trainer._train_points(idx, 0, epoch=0), e0)  # a resumed run repeats them
+    assert not np.array_equal(e0, trainer.train_set.points[idx])
+    terms, correct = trainer._step(idx, 0)
+    assert torch.isfinite(terms["loss"]) and 0 <= int(correct) <= 4
+
+
+def test_cached_teacher_views_are_partial_views(modelnet40, tmp_path):
+    """Distillation with cached teacher outputs: the teacher saw the same partial views as the student."""
+    from core.engine.checkpoint import load_model
+    from core.engine.config import load_config
+    from core.engine.trainer import Trainer, run_job
+
+    t = run_job(load_config("smoke", overrides={"job": "train", "model": "pointnet", "width": 0.125, "epochs": 1,
+                                                "data": str(modelnet40), **SMALL}), tmp_path / "teacher")
+    over = {"job": "kd", "model": "pointnet2_ssg", "width": 0.125, "data": str(modelnet40), **SMALL,
+            "augment": {"partial_prob": 1.0}, "distill": {"teacher": t["checkpoint"], "cache_views": 2}}
+    trainer = Trainer(load_config("smoke", overrides=over), tmp_path / "kd")
+    trainer._setup()
+    cache = trainer.teacher_cache
+    teacher, _ = load_model(t["checkpoint"])
+    idx = np.arange(3)
+    pts = torch.from_numpy(trainer.train_views[1][idx]) * cache["scale"][1, :3].unsqueeze(1) + cache["shift"][1, :3].unsqueeze(1)
+    assert not np.array_equal(trainer.train_views[1][idx], trainer.train_set.points[idx])
+    with torch.no_grad():
+        expect = teacher.eval()(pts)
+    assert torch.allclose(cache["logits"][1, :3].float(), expect, atol=2e-2)
+
+
+def test_a_train_job_can_start_from_a_trained_model(modelnet40, tmp_path):
+    from core.engine.checkpoint import load_model
+    from core.engine.config import ConfigError, load_config
+    from core.engine.trainer import Trainer, run_job
+
+    base = {"job": "train", "model": "pointnet", "width": 0.125, "data": str(modelnet40), **SMALL, "epochs": 1}
+    first = run_job(load_config("smoke", overrides=base), tmp_path / "first")
+    trainer = Trainer(load_config("smoke", overrides=base | {"init": first["checkpoint"]}), tmp_path / "second")
+    trainer._setup()
+    init, _ = load_model(first["checkpoint"])
+    for k, v in init.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[k], v), k
+    with pytest.raises(ConfigError, match="init"):
+        load_config("smoke", overrides=base | {"job": "netaug", "init": first["checkpoint"]})

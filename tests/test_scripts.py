@@ -56,3 +56,14 @@ def test_archived_runs_give_the_same_table_and_curves_without_the_run_directorie
     assert (tmp_path / "curves.png").stat().st_size > 1000
     # Scratch has two seeds: mean and sample deviation, and each seed's OA.
     assert "| scratch | 86.00 ± 1.41 | 81.00 ± 1.41 | 2 | s0: 85.00, s1: 87.00 |" in before
+
+
+def test_cli_reference_is_current():
+    """docs/CLI_REFERENCE.md is the parser's own help; regenerate it with scripts/cli_reference.py."""
+    mod = _script("cli_reference")
+    assert mod.main(["--check"]) == 0, "run: python scripts/cli_reference.py"
+    text = mod.OUT.read_text()
+    from core.cli import command_names
+
+    for name in command_names():
+        assert f"## `{name}`" in text

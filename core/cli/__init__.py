@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import export_cmd, inspect_cmd, jobs, models_cmd
+from . import export_cmd, import_cmd, inspect_cmd, jobs, models_cmd, report_cmd
+from .errors import EXIT_INTERRUPTED, EXIT_USER_ERROR
 
 # Each module adds its subcommands; the order here is the order of --help.
-COMMAND_MODULES = [jobs, inspect_cmd, models_cmd, export_cmd]
+COMMAND_MODULES = [jobs, inspect_cmd, models_cmd, export_cmd, import_cmd, report_cmd]
 
 EPILOG = """examples:
   python main.py models
@@ -22,7 +23,7 @@ EPILOG = """examples:
 
 
 class UsageError(Exception):
-    """Bad input from the user: exit status 2 with one line on stderr."""
+    """Bad input from the user: exit status EXIT_USER_ERROR with one line on stderr."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,16 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(join_negative_axes(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USER_ERROR
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # every expected failure becomes one line, exit 2
         from .errors import user_error_types
 
         if isinstance(exc, user_error_types()):
             print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USER_ERROR
         raise

@@ -1,6 +1,16 @@
-"""Which exceptions are the user's input problems (one line on stderr, exit status 2)."""
+"""The CLI's exit statuses, and which exceptions are the user's input problems (one line on
+stderr, exit status :data:`EXIT_USER_ERROR`). docs/CLI.md, "Exit status", lists the same."""
 
 from __future__ import annotations
+
+EXIT_OK = 0
+#: Bad input (a file, an option, a checkpoint, a dataset); also ``predict`` over several files when
+#: none of them could be read.
+EXIT_USER_ERROR = 2
+#: ``predict`` over several files: some could not be read (each has an ``error``), the others were predicted.
+EXIT_SOME_FAILED = 3
+#: Interrupted (Ctrl-C), or a job cancelled by SIGTERM.
+EXIT_INTERRUPTED = 130
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

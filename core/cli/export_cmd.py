@@ -36,13 +36,14 @@ def add_commands(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from core.cli.errors import EXIT_USER_ERROR
     from core.export import ExportError, export
 
     try:
         meta = export(args.checkpoint, args.out, args.format, args.quantize, args.points)
     except ExportError as exc:  # also CheckpointError: one line, exit 2
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     size = Path(args.out).stat().st_size
     if args.json:
         print(json.dumps({**meta, "file": str(args.out), "size_bytes": size}, indent=1))

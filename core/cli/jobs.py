@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from core.cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR
 from core.cli.options import add_channels_option
 from core.data.io import check_channels
 from core.data.orient import UP_AXES, UP_CHOICES
@@ -50,7 +51,10 @@ def _add_job_options(p: argparse.ArgumentParser, model_required: bool) -> None:
     p.add_argument("--dropout", type=float, default=None,
                    help="classifier-head dropout (default: the architecture's; tiny students train better with less)")
     p.add_argument("--teacher", default=None, help="teacher checkpoint (distillation jobs)")
-    p.add_argument("--init", default=None, help="student initialisation checkpoint (distill)")
+    p.add_argument("--init", default=None,
+                   help="initial weights: a checkpoint of the same model and width (distill; train: fine-tune it)")
+    p.add_argument("--partial-prob", type=float, default=None,
+                   help="share of training samples replaced by single-viewpoint partial views (default 0)")
     p.add_argument("--alpha", type=float, default=None, help="KD weight a in (1-a)*CE + a*T^2*KL")
     p.add_argument("--temperature", type=float, default=None, help="KD temperature T")
     p.add_argument("--cache-views", type=int, default=None, help="cached teacher views per shape (0: live teacher)")
@@ -102,6 +106,9 @@ def add_commands(sub) -> None:
                         "(hidden point removal), sparser and noisier, like a single scan")
     p.add_argument("--severity", type=int, choices=[1, 2, 3], default=2,
                    help="partial views only: 1 mild, 2 middle, 3 hard (fewer points kept, more noise, closer camera)")
+    p.add_argument("--fit-temperature", type=int, nargs="?", const=1000, default=0, metavar="SHAPES",
+                   help="also fit a temperature on SHAPES (default 1000, at most 1000) evenly spread shapes of the "
+                        "TRAINING split and report the ECE after temperature scaling (costs their forward passes)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_evaluate)
 
@@ -122,15 +129,19 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_calibrate)
 
-    p = sub.add_parser("predict", help="teacher and student predictions for one 3D file",
-                       description="Run the teacher and the student on one file (any format the app reads). "
+    p = sub.add_parser("predict", help="teacher and student predictions for 3D files or folders",
+                       description="Run the teacher and the student on one file (any format the app reads), or on "
+                       "every 3D file of folders (recursively, sorted; files whose extension no reader takes are "
+                       "skipped) and several files, in batches. "
                        "The up axis comes from --up, else from the format, else from an estimate; a scene "
                        "(several objects on a floor, road or table) is reported as such, and --objects "
-                       "finds its objects and predicts each. The JSON fields are described in docs/CLI.md.\n\n"
+                       "finds its objects and predicts each. The JSON fields are described in docs/CLI.md. "
+                       "Exit status with several files: 0 all predicted, 3 some could not be read, 2 none could.\n\n"
                        "examples:\n  python main.py predict ../shared/data/scans/bathtub_0154.ply --json\n"
-                       "  python main.py predict scan.bin --channels 5 --objects --json",
+                       "  python main.py predict scan.bin --channels 5 --objects --json\n"
+                       "  python main.py predict ../shared/data/modelnet10_pcd1024_test --jsonl --csv predictions.csv",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path")
+    p.add_argument("path", nargs="+", help="3D files and folders")
     p.add_argument("--teacher", default=None, help="teacher checkpoint (default: bundled)")
     p.add_argument("--student", default=None, help="student checkpoint (default: bundled)")
     p.add_argument("--top", type=int, default=5)
@@ -138,7 +149,14 @@ def add_commands(sub) -> None:
                    help="up axis of the file: auto (the format's, else estimated) or a signed axis (default auto)")
     add_channels_option(p)
     p.add_argument("--objects", action="store_true", help="find the objects of a scene and predict each")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one file: its answer as one JSON object")
+    p.add_argument("--jsonl", action="store_true",
+                   help="one JSON object per line and file: --json's object plus path, or path and error")
+    p.add_argument("--csv", default=None, metavar="FILE",
+                   help="also write a table (file, teacher/student class and probability, agree, error); "
+                        "written atomically once every file is done")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="clouds per forward pass of each model over several files (default 16)")
     p.set_defaults(func=run_predict)
 
 
@@ -175,7 +193,7 @@ def _run(fn, run_dir: Path, events: str) -> int:
         report = fn(sink, cancel)
     except JobCancelled as exc:
         print(str(exc), file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         shutdown()
     if report and events != "json":
@@ -205,8 +223,9 @@ def stage_config(args):
         "job": args.job, "model": args.model, "width": args.width, "data": args.data, "epochs": args.epochs,
         "kd_epochs": args.kd_epochs, "stage_schedule": args.stage_schedule, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "threads": args.threads, "device": args.device, "precision": args.precision, "dropout": args.dropout,
-        "limit_train": args.limit_train, "limit_test": args.limit_test,
-        "distill": {k: v for k, v in {"teacher": args.teacher, "init": args.init, "alpha": args.alpha,
+        "limit_train": args.limit_train, "limit_test": args.limit_test, "init": args.init,
+        "augment": {} if args.partial_prob is None else {"partial_prob": args.partial_prob},
+        "distill": {k: v for k, v in {"teacher": args.teacher, "alpha": args.alpha,
                                        "temperature": args.temperature, "cache_views": args.cache_views}.items()
                     if v is not None},
     }
@@ -239,29 +258,44 @@ def run_evaluate(args) -> int:
     from core.inference import evaluate_checkpoint
 
     check_channels(args.channels, "--channels")
+    if not 0 <= args.fit_temperature <= 1000:
+        raise T3DError(f"--fit-temperature takes 1 to 1000 training shapes (got {args.fit_temperature})")
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, limit=args.limit, up=args.up,
-                                 channels=args.channels, views=args.views, severity=args.severity)
+                                 channels=args.channels, views=args.views, severity=args.severity,
+                                 temperature_shapes=args.fit_temperature)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "confusion"}))
     else:
         views = f" (partial views, severity {args.severity})" if args.views == "partial" else ""
         print(f"{result['checkpoint']}: OA {result['oa'] * 100:.2f}%  mAcc {result['macc'] * 100:.2f}%  "
-              f"on {result['n']} {args.split} shapes{views}")
-    return 0
+              f"on {result['n']} {args.split} shapes{views}, {result['shapes_per_s']:.1f} shapes/s "
+              f"(forward passes, batch {result['batch_size']}, {result['threads']} threads)")
+        print(f"ECE {result['ece'] * 100:.2f}% ({result['ece_bins']} equal-width confidence bins)" +
+              (f"; after temperature scaling (T = {result['temperature']:.3f}, fitted on the "
+               f"{result['temperature_fitted_on']}): ECE {result['ece_temperature_scaled'] * 100:.2f}%"
+               if "temperature" in result else ""))
+    return EXIT_OK
 
 
 def run_predict(args) -> int:
     from core.inference import Comparison
 
     check_channels(args.channels, "--channels")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise T3DError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    several = len(args.path) > 1 or Path(args.path[0]).is_dir()
+    if several and args.json:
+        raise T3DError("--json prints one file's answer: for folders or several files use --jsonl")
     comp = Comparison.from_paths(args.teacher, args.student)
-    result = comp.predict_file(args.path, top=args.top, up=args.up, channels=args.channels, objects=args.objects)
+    if several or args.jsonl or args.csv:
+        return _predict_files(comp, args)
+    result = comp.predict_file(args.path[0], top=args.top, up=args.up, channels=args.channels, objects=args.objects)
     for obj in result.get("objects", []):  # arrays for callers in Python, not part of the JSON
         obj.pop("indices")
         obj.pop("rotation")
     if args.json:
         print(json.dumps(result))
-        return 0
+        return EXIT_OK
     inp = result["input"]
     print(f"input: {inp['format']}, {inp['points_in_file']:,} points, up axis {inp['up_axis']} "
           f"({inp['up_axis_source']}){', a scene: ' + inp['scene_reason'] if inp['scene'] else ''}")
@@ -277,7 +311,57 @@ def run_predict(args) -> int:
         t, s = obj["teacher"], obj["student"]
         print(f"object {i}: {obj['points']:,} points, teacher {t['top'][0]['class']} {t['top'][0]['prob']:.0%}, "
               f"student {s['top'][0]['class']} {s['top'][0]['prob']:.0%} ({obj['verdict'].replace('_', ' ')})")
-    return 0
+    return EXIT_OK
+
+
+def _predict_files(comp, args) -> int:
+    """``predict`` over folders or several files (or one file with --jsonl/--csv): one answer per file
+    on stdout (JSON lines, or one line of text each), a progress bar and the summary on stderr."""
+    import time
+
+    from tqdm import tqdm
+
+    from core.folder_predict import BATCH_SIZE, Timings, collect_files, predict_files, write_csv
+
+    if args.csv and not Path(args.csv).resolve().parent.is_dir():
+        raise T3DError(f"--csv {args.csv}: its folder does not exist")
+    found = collect_files(args.path)
+    if found.skipped:
+        exts = sorted({Path(f).suffix.lower() or "(none)" for f in found.skipped})
+        print(f"skipped {len(found.skipped)} file{'s' * (len(found.skipped) != 1)} that no reader takes "
+              f"(extensions: {', '.join(exts)})", file=sys.stderr)
+    if not found.files:
+        raise T3DError(f"{', '.join(args.path)}: no 3D files found")
+    timings, answers, failed = Timings(), [], 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(found.files), unit="file", file=sys.stderr, dynamic_ncols=True, leave=False,
+               disable=None)  # None: no bar when stderr is not a terminal
+    with bar:
+        for a in predict_files(comp, found.files, top=args.top, up=args.up, channels=args.channels,
+                               objects=args.objects, batch_size=args.batch_size or BATCH_SIZE, timings=timings):
+            failed += "error" in a
+            if args.csv:
+                answers.append(a)
+            line = json.dumps(a) if args.jsonl else _answer_line(a)
+            bar.clear()
+            print(line, flush=True)
+            bar.update(1)
+    elapsed = time.perf_counter() - t0
+    if args.csv:
+        write_csv(answers, args.csv)
+    n = len(found.files)
+    print(f"{n - failed} of {n} files predicted, {failed} could not be read, in {elapsed:.1f} s "
+          f"({timings.summary()})" + (f"; table: {args.csv}" if args.csv else ""), file=sys.stderr)
+    return EXIT_OK if not failed else EXIT_USER_ERROR if failed == n else EXIT_SOME_FAILED
+
+
+def _answer_line(a: dict) -> str:
+    """One line of text for one file's answer."""
+    if "error" in a:  # our messages start with the file's name already
+        return f"error: {a['error']}" if a["error"].startswith(a["path"]) else f"{a['path']}: error: {a['error']}"
+    t, s = a["teacher"]["top"][0], a["student"]["top"][0]
+    return (f"{a['path']}: teacher {t['class']} {t['prob']:.0%}, student {s['class']} {s['prob']:.0%} "
+            f"({a['verdict'].replace('_', ' ')})")
 
 
 def run_calibrate(args) -> int:

@@ -212,6 +212,23 @@ class PartialView(Augmentation):
         return out
 
 
+def partial_views_per_shape(points: np.ndarray, prob: float, severity: tuple[float, float] = (1.0, 3.0),
+                            seed=0, indices=None, progress=None) -> np.ndarray:
+    """:class:`PartialView` applied to each shape of ``points`` (N, P, C) with its own generator
+    ``np.random.default_rng((*seed, indices[k]))`` (``seed`` an int or a tuple of ints), so a
+    shape's draw does not depend on the other shapes or on batching: fixed views for caches, or
+    per-epoch draws that a resumed run repeats. ``progress(done, total)`` every 256 shapes and at the end."""
+    aug = PartialView(prob, severity)
+    base = tuple(seed) if isinstance(seed, (tuple, list)) else (int(seed),)
+    idx = np.arange(len(points)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    out = np.array(points, copy=True)
+    for k, i in enumerate(idx):
+        out[k] = aug(out[k], np.random.default_rng((*base, int(i))))
+        if progress is not None and ((k + 1) % 256 == 0 or k + 1 == len(out)):
+            progress(k + 1, len(out))
+    return out
+
+
 class Compose(Augmentation):
     """Apply transforms in order, all drawing from this object's generator (or ``rng``)."""
 

@@ -46,6 +46,15 @@ SCANOBJECTNN_CLASSES = ["bag", "bin", "box", "cabinet", "chair", "desk", "displa
 
 _HOLDOUT = 0.2  # share of each class that goes to 'test' in class_folders layouts
 
+#: ModelNet40's classes in label order (``modelnet40_shape_names.txt``: alphabetical).
+MODELNET40_CLASSES = (
+    "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone",
+    "cup", "curtain", "desk", "door", "dresser", "flower_pot", "glass_box", "guitar", "keyboard",
+    "lamp", "laptop", "mantel", "monitor", "night_stand", "person", "piano", "plant", "radio",
+    "range_hood", "sink", "sofa", "stairs", "stool", "table", "tent", "toilet", "tv_stand", "vase",
+    "wardrobe", "xbox",
+)
+
 
 @dataclass
 class DatasetArrays:

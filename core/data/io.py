@@ -124,6 +124,12 @@ def all_extensions() -> list[str]:
     return sorted({e for exts in SUPPORTED_FORMATS.values() for e in exts})
 
 
+def readable_extensions() -> list[str]:
+    """Extensions that name a reader: every one of :func:`all_extensions` and ``.zip`` (an archive
+    of one such file). A folder walk takes these files and skips the rest."""
+    return sorted(_EXT_READER)
+
+
 def check_channels(channels, what: str = "channels") -> int | None:
     """``channels`` (floats per point of a headerless float32 file) as an int, or None when not given.
 

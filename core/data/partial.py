@@ -176,3 +176,4 @@ def partial_benchmark(points: np.ndarray, severity: int = 2, seed: int = BENCHMA
     for k, i in enumerate(idx):
         out[k] = partial_view(pts[k], np.random.default_rng((seed, int(i))), params, num_points)
     return out
+

@@ -50,15 +50,31 @@ def save_model(path, model, class_names, metrics=None, config=None, half=False) 
     atomic_save(model_state(model, class_names, metrics, config, half), path)
 
 
+#: The checkpoints a run folder exposes, in the order one is chosen as the run's model: the final
+#: model (``student.pt`` of a compression job, ``model.pt`` of a trained teacher), else the latest
+#: training state of an unfinished run. ``best.pt`` (the epoch with the best test-split accuracy)
+#: is never a default: it was selected on the split it would be evaluated on.
+RUN_CHECKPOINTS = ("student.pt", "model.pt", "last.pt")
+#: The test-selected checkpoint, kept for reference; opened only when named explicitly.
+TEST_SELECTED = "best.pt"
+
+
+def run_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint that stands for the run in ``run_dir`` (see :data:`RUN_CHECKPOINTS`), or None."""
+    for name in RUN_CHECKPOINTS:
+        if (Path(run_dir) / name).is_file():
+            return Path(run_dir) / name
+    return None
+
+
 def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint file, or a run folder's checkpoint (:func:`run_checkpoint`), read safely."""
     path = Path(path)
     if path.is_dir():
-        for name in ("student.pt", "best.pt", "model.pt", "last.pt"):
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise CheckpointError(f"{path}: no checkpoint (student.pt, best.pt, model.pt, last.pt) in this folder")
+        found = run_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"{path}: no checkpoint ({', '.join(RUN_CHECKPOINTS)}) in this folder")
+        path = found
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:

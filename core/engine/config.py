@@ -30,6 +30,12 @@ class AugmentConfig:
     shift: float = 0.1
     jitter: float = 0.0
     rotate_up: bool = False
+    # Single-viewpoint partial views (core/data/partial.py): this share of the training samples is
+    # replaced by a partial view at a severity drawn uniformly in ``partial_severity`` (1 mild .. 3
+    # hard). With cached indices (grouping_variants or distill.cache_views > 0) each cached variant
+    # is one fixed draw per shape; otherwise every batch draws afresh.
+    partial_prob: float = 0.0
+    partial_severity: tuple[float, ...] = (1.0, 3.0)
 
 
 @dataclass
@@ -52,7 +58,6 @@ class DistillConfig:
     alpha: float = 0.9
     feature_weight: float = 1.0  # fitnet
     cache_views: int = 0  # >0: teacher outputs for this many fixed augmented views per shape
-    init: str = ""  # student initialisation checkpoint (distill stage)
 
 
 @dataclass
@@ -89,6 +94,9 @@ class JobConfig:
     eval_every: int = 1
     log_every: int = 10
     device: str = "auto"
+    # Initial weights (a checkpoint of the same model, width and classes): the T3DNet distillation
+    # stage starts from stage 1's student; a train job started from a trained model fine-tunes it.
+    init: str = ""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     netaug: NetAugConfig = field(default_factory=NetAugConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -121,10 +129,21 @@ class JobConfig:
             ("distill.temperature", self.distill.temperature > 0, "must be positive"),
             ("netaug.stop_fraction", 0 <= self.netaug.stop_fraction <= 1, "must be in [0, 1]"),
             ("augment.scale_low", 0 < self.augment.scale_low <= self.augment.scale_high, "must be in (0, scale_high]"),
+            ("augment.partial_prob", 0 <= self.augment.partial_prob <= 1, "must be in [0, 1]"),
+            ("augment.partial_severity", len(self.augment.partial_severity) == 2
+             and 1 <= self.augment.partial_severity[0] <= self.augment.partial_severity[1] <= 3,
+             "must be [low, high] with 1 <= low <= high <= 3"),
         ]
         for key, ok, msg in checks:
             if not ok:
                 raise ConfigError(f"{key}: {msg}")
+        if self.init and self.job in ("netaug", "e2e", "t3dnet"):
+            raise ConfigError(f"init: job {self.job!r} trains a weight-sharing supernet from scratch; init is for "
+                              "train, distill, kd, fitnet and dml")
+        if self.job in ("distill", "t3dnet", "e2e", "kd", "fitnet") and self.distill.cache_views > 0 and (
+                self.augment.rotate_up or self.augment.jitter > 0):
+            raise ConfigError("distill.cache_views: cached teacher views hold each view's scale, shift and partial "
+                              "view only; set augment.rotate_up false and augment.jitter 0, or distill.cache_views 0")
         if self.job in ("distill", "t3dnet", "e2e", "kd", "fitnet") and not self.distill.teacher:
             raise ConfigError(f"distill.teacher: job {self.job!r} needs a teacher checkpoint")
         return self

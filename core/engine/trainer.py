@@ -28,11 +28,12 @@ import yaml
 
 from core import __version__
 from core.data.datasets import cache_dir, load_split
+from core.data.augment import partial_views_per_shape
 from core.models import ClassifierBase, create_model, reestimate_bn
 from core.models.complexity import count_macs, count_parameters, grouping_cost
 
 from . import distributed as dist_utils
-from .checkpoint import CheckpointError, atomic_save, load_model, model_state, read_checkpoint
+from .checkpoint import TEST_SELECTED, CheckpointError, atomic_save, load_model, model_state, read_checkpoint
 from .config import JobConfig, config_from_dict
 from .events import JsonlWriter
 from .grouping import GroupingCache
@@ -112,15 +113,16 @@ class Trainer:
         arch = {} if cfg.dropout is None else {"dropout": cfg.dropout}
         self.model = create_model(cfg.model, num_classes=nc, width=cfg.width, aug_factors=factors,
                                   **arch).to(self.device)
-        if cfg.distill.init and self.job in ("distill", "kd", "fitnet"):
-            init, _ = load_model(cfg.distill.init, expect_model=cfg.model)
+        if cfg.init and self.job not in AUGMENTED_JOBS:
+            init, _ = load_model(cfg.init, expect_model=cfg.model)
             if init.is_augmentable:  # a NetAug supernet (e.g. a stage-1 last.pt): its tiny model
                 init.set_widths("tiny")
                 init = init.export()
             if init.model_config.width != cfg.width or init.model_config.num_classes != nc:
-                raise JobError(f"{cfg.distill.init}: student init has width {init.model_config.width} and "
+                raise JobError(f"{cfg.init}: initial weights have width {init.model_config.width} and "
                                f"{init.model_config.num_classes} classes, job wants {cfg.width} and {nc}")
-            self.model.load_state_dict(init.state_dict())
+            self.model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                        for k, v in init.state_dict().items()})
         self.teacher = None
         if self.job in TEACHER_JOBS:
             self.teacher, tck = load_model(cfg.distill.teacher)
@@ -150,12 +152,17 @@ class Trainer:
 
         views = cfg.distill.cache_views if self.teacher is not None else 0
         variants = views or cfg.grouping_variants
-        self.train_groups = GroupingCache(self.model, self.train_set.points, variants, cfg.seed)
+        # The training shapes as seen by variant v: clean, or with fixed partial views (one draw per
+        # cached variant; with caching off, partial views are drawn per batch in _step).
+        self.train_views = self.train_set.points[None]
+        if cfg.augment.partial_prob > 0 and variants:
+            self.train_views = self._partial_views(variants)
+        self.train_groups = GroupingCache(self.model, self.train_views, variants, cfg.seed)
         self.test_groups = GroupingCache(self.model, self.test_set.points, 1, deterministic=True)
         self.teacher_shares = self.teacher is not None and self.teacher.grouping_key() == self.model.grouping_key()
         self.teacher_groups = None
         if self.teacher is not None and not self.teacher_shares:
-            self.teacher_groups = GroupingCache(self.teacher, self.train_set.points, variants, cfg.seed)
+            self.teacher_groups = GroupingCache(self.teacher, self.train_views, variants, cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.width_rng = random.Random(cfg.seed)
         self.steps_per_epoch = len(self.train_set) // cfg.batch_size
@@ -166,6 +173,60 @@ class Trainer:
         self.teacher_cache = None
         if views:
             self.teacher_cache = self._build_teacher_cache(views)
+
+    # -- partial views --------------------------------------------------------------------------
+    def _data_key(self) -> str:
+        cfg = self.cfg
+        root = self.train_set.root if hasattr(self.train_set, "root") else cfg.data
+        return f"{root}|{len(self.train_set)}|{cfg.limit_train}|{cfg.num_points}"
+
+    def _partial_views(self, variants: int) -> np.ndarray:
+        """(variants, N, P, 3): per variant, each training shape clean or one fixed partial view.
+
+        Like the teacher views, they depend on the data and the augmentation settings only (not on
+        the run's seed), and are cached on disk: drawing them costs about 10 ms per partial view.
+        """
+        a = self.cfg.augment
+        key = f"{self._data_key()}|{variants}|{VIEW_SEED}|{a.partial_prob}|{tuple(a.partial_severity)}"
+        path = cache_dir() / f"partial_views_{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+        if not self.dist.is_main:
+            dist_utils.barrier(self.dist)
+        views = None
+        if path.is_file():
+            try:
+                with np.load(path) as z:
+                    if str(z["key"]) == key:
+                        views = z["views"]
+            except Exception:  # a truncated cache file is rebuilt
+                views = None
+        if views is None:
+            n = len(self.train_set)
+            views = np.empty((variants, *self.train_set.points.shape), np.float32)
+            t0 = time.time()
+            for v in range(variants):
+                def progress(done, total, v=v):
+                    self.emit({"type": "progress", "what": "partial views", "done": v * n + done,
+                               "total": variants * n, "elapsed": time.time() - t0})
+                    if self.cancel.is_set():
+                        raise JobCancelled("cancelled while drawing partial views")
+                views[v] = partial_views_per_shape(self.train_set.points, a.partial_prob, tuple(a.partial_severity),
+                                                seed=(VIEW_SEED, v), progress=progress)
+            if self.dist.is_main:
+                tmp = path.with_suffix(".tmp.npz")
+                np.savez(tmp, key=np.array(key), views=views)
+                os.replace(tmp, path)
+        if self.dist.is_main:
+            dist_utils.barrier(self.dist)
+        return views
+
+    def _train_points(self, idx: np.ndarray, variant: int, epoch: int) -> np.ndarray:
+        """The training shapes ``idx`` as variant ``variant`` sees them (B, P, 3)."""
+        pts = self.train_views[variant % len(self.train_views)][idx]
+        a = self.cfg.augment
+        if a.partial_prob > 0 and len(self.train_views) == 1 and not self.train_groups.variants:
+            pts = partial_views_per_shape(pts, a.partial_prob, tuple(a.partial_severity),
+                                       seed=(self.cfg.seed, VIEW_SEED, epoch), indices=idx)
+        return pts
 
     # -- teacher outputs cache ----------------------------------------------------------------
     def _view_params(self, views: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,8 +252,7 @@ class Trainer:
         cfg = self.cfg
         tck = read_checkpoint(cfg.distill.teacher)
         key = (f"{Path(tck['path']).resolve()}|{os.path.getmtime(tck['path'])}|{views}|{VIEW_SEED}|"
-               f"{self.train_set.root if hasattr(self.train_set, 'root') else cfg.data}|{len(self.train_set)}|"
-               f"{cfg.limit_train}|{cfg.num_points}|{cfg.augment}|{cfg.precision}")
+               f"{self._data_key()}|{cfg.augment}|{cfg.precision}")
         # Shared between runs (KD, T3DNet stage 2, baselines) with the same teacher and views.
         path = cache_dir() / f"teacher_outputs_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if path.is_file():
@@ -210,7 +270,7 @@ class Trainer:
         for v in range(views):
             for lo in range(0, n, 64):
                 idx = np.arange(lo, min(n, lo + 64))
-                pts = torch.from_numpy(self.train_set.points[idx]) * torch.from_numpy(scale[v, idx]).unsqueeze(1)
+                pts = torch.from_numpy(self._train_points(idx, v, 0)) * torch.from_numpy(scale[v, idx]).unsqueeze(1)
                 pts = pts + torch.from_numpy(shift[v, idx]).unsqueeze(1)
                 groups = (self.train_groups if self.teacher_shares else self.teacher_groups).get(idx, v)
                 with self._autocast():
@@ -270,9 +330,11 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         views = cfg.distill.cache_views if self.teacher_cache is not None else 0
         variant = epoch % views if views else epoch
-        groups = _to(self.train_groups.get(idx, variant), dev)
+        raw_np = self._train_points(idx, variant, epoch)
+        fresh = raw_np if not self.train_groups.variants else None  # drawn now: indices computed now
+        groups = _to(self.train_groups.get(idx, variant, fresh), dev)
         labels = torch.from_numpy(self.train_set.labels[idx]).to(dev)
-        raw = torch.from_numpy(self.train_set.points[idx])
+        raw = torch.from_numpy(raw_np)
         t_logits = t_feats = None
         if views:
             v = epoch % views
@@ -285,7 +347,7 @@ class Trainer:
         else:
             pts = self._augment(raw).to(dev)
             if self.teacher is not None:
-                tg = groups if self.teacher_shares else _to(self.teacher_groups.get(idx, variant), dev)
+                tg = groups if self.teacher_shares else _to(self.teacher_groups.get(idx, variant, fresh), dev)
                 with torch.no_grad(), self._autocast():
                     t_feats = self.teacher.forward_features(pts, tg)
                     t_logits = self.teacher.forward_head(t_feats).float()
@@ -345,7 +407,7 @@ class Trainer:
             bs = self.cfg.batch_size
             batches = [order[i : i + bs] for i in range(0, min(n, bs * self.cfg.netaug.bn_batches), bs)]
             batches = [b for b in batches if len(b) > 1]
-            pts_batches = [torch.from_numpy(self.train_set.points[b]).to(self.device) for b in batches]
+            pts_batches = [torch.from_numpy(self._train_points(b, 0, 0)).to(self.device) for b in batches]
             groups = {id(p): _to(self.train_groups.get(b, 0), self.device) for p, b in zip(pts_batches, batches)}
             reestimate_bn(m, pts_batches, lambda p: groups[id(p)])
         return m
@@ -479,8 +541,9 @@ class Trainer:
             if val_oa is not None and val_oa > best:
                 best = val_oa
                 if self.dist.is_main:
-                    atomic_save(model_state(self._exportable(), self.class_names, metrics | {"epoch": epoch + 1},
-                                            cfg.to_dict()), self.run_dir / "best.pt")
+                    atomic_save(model_state(self._exportable(), self.class_names,
+                                            metrics | {"epoch": epoch + 1, "selected_on": "test"},
+                                            cfg.to_dict()), self.run_dir / TEST_SELECTED)
             row = {"type": "epoch", "epoch": epoch, "epochs": cfg.epochs, "lr": self._lr_at((epoch + 1) * self.steps_per_epoch - 1),
                    "train_loss": ep_loss / max(1, ep_seen), "train_acc": ep_correct / max(1, ep_seen),
                    "val_oa": val_oa, "val_macc": metrics.get("macc"), "best_oa": best,
@@ -551,17 +614,17 @@ def run_job(cfg: JobConfig, run_dir: str | Path, sink=None, cancel=None, resume:
     stage1_dir, stage2_dir = run_dir / "stage1_netaug", run_dir / "stage2_distill"
     kd_epochs = cfg.kd_epochs or cfg.epochs
     if not (stage1_dir / "report.json").is_file():
-        sink({"type": "stage", "stage": "netaug", "index": 1, "of": 2})
+        sink({"type": "stage", "stage": "netaug", "index": 1, "of": 2, "epoch_offset": 0})
         s1 = cfg.to_dict() | {"job": "netaug"}
         if cfg.stage_schedule == "continuous":
             s1 |= {"schedule_epochs": cfg.epochs + kd_epochs, "schedule_offset": 0}
         s1 = config_from_dict(s1)
         Trainer(s1, stage1_dir, sink, cancel).fit(resume)
-    sink({"type": "stage", "stage": "distill", "index": 2, "of": 2})
+    sink({"type": "stage", "stage": "distill", "index": 2, "of": 2, "epoch_offset": cfg.epochs})
     d2 = cfg.to_dict()
     d2["job"] = "distill"
     d2["epochs"] = kd_epochs
-    d2["distill"] = dict(d2["distill"], init=str(stage1_dir / "student.pt"))
+    d2["init"] = str(stage1_dir / "student.pt")
     if cfg.stage_schedule == "continuous":
         d2["schedule_epochs"], d2["schedule_offset"] = cfg.epochs + kd_epochs, cfg.epochs
     report = Trainer(config_from_dict(d2), stage2_dir, sink, cancel).fit(resume)
