@@ -8,4 +8,5 @@ run: setup
 	.venv/bin/python main.py
 
 test: setup
+	.venv/bin/ruff check .
 	QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest

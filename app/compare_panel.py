@@ -205,6 +205,7 @@ class ComparisonPanel(QWidget):
     analyzed = Signal(dict)  # Comparison.analyze's input block for the current shape
     objects_found = Signal(list)  # Comparison.predict_objects's objects (empty: none found)
     boxes_changed = Signal(list)  # list[ViewBox]: the objects' and the crop box, for the view
+    attribution_changed = Signal(object)  # what the view colours by importance (see attribution_view), or None
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -272,6 +273,7 @@ class ComparisonPanel(QWidget):
         self.tools.addTab(self._objects_page(), "Objects")
         self.tools.addTab(self._crop_page(), "Crop box")
         self.tools.addTab(self._robustness_page(), "Robustness")
+        self.tools.addTab(self._importance_page(), "Importance")
         self.tools.setCurrentWidget(self.robustness_page)
         self.tools.setMaximumHeight(210)  # the cards come first
         outer.addWidget(self.tools)
@@ -388,6 +390,109 @@ class ComparisonPanel(QWidget):
         self.robustness_box = box
         self.robustness_page = page
         return page
+
+    def _importance_page(self) -> QWidget:
+        from core.attribution import METHOD, TOP_FRACTION  # numpy only: cheap on the GUI thread
+
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.setContentsMargins(2, 4, 2, 2)
+        row = QHBoxLayout()
+        self.importance_role = QComboBox()
+        self.importance_role.addItem("off", None)
+        self.importance_role.addItem("teacher", "teacher")
+        self.importance_role.addItem("student", "student")
+        self.importance_role.setToolTip("Colour the points the models see by how much this model's prediction "
+                                        "depends on each (computed in the background)")
+        self.importance_role.currentIndexChanged.connect(self._importance_role_changed)
+        row.addWidget(QLabel("Colour the model input by the importance for"))
+        row.addWidget(self.importance_role)
+        row.addStretch(1)
+        lay.addLayout(row)
+        self.importance_overlap = QLabel("")
+        self.importance_overlap.setWordWrap(True)
+        self.importance_overlap.setTextFormat(Qt.TextFormat.RichText)
+        lay.addWidget(self.importance_overlap)
+        legend = QLabel(f"<small>Importance: {METHOD} (the predicted class's logit; 0 for points the model never "
+                        f"uses), shown as a percentile rank. Overlap: IoU of the two models' top "
+                        f"{TOP_FRACTION:.0%} points (two random sets: about 0.05).</small>")
+        legend.setWordWrap(True)
+        lay.addWidget(legend)
+        lay.addStretch(1)
+        self.attribution: dict | None = None  # core.attribution.compare_attributions of last_result's input
+        self._attributing = False
+        self._attribution_pending = False
+        self.importance_page = page
+        return page
+
+    def importance_role_chosen(self) -> str | None:
+        return self.importance_role.currentData()
+
+    def set_importance_role(self, role: str | None) -> None:
+        """Colour the model input by the teacher's or the student's importance (None: off)."""
+        self.importance_role.setCurrentIndex(max(self.importance_role.findData(role), 0))
+
+    def attribution_view(self) -> dict | None:
+        """What the view shows for the chosen model, when it is computed for the current input:
+        ``points`` (unit sphere), ``colors``, ``role``, ``iou``, ``fraction``, ``method``."""
+        a, role = self.attribution, self.importance_role_chosen()
+        if role is None or a is None or self.last_result is None or a["result"] is not self.last_result:
+            return None
+        return {"points": a["points"], "colors": a[role]["colors"], "role": role, "iou": a["iou"],
+                "fraction": a["fraction"], "method": a["method"]}
+
+    def _importance_role_changed(self, _=None) -> None:
+        if self.importance_role_chosen() is None:
+            self.importance_overlap.setText("")
+            self.attribution_changed.emit(None)
+        elif self.attribution_view() is not None:
+            self.attribution_changed.emit(self.attribution_view())
+        else:
+            self.compute_attribution()
+
+    def compute_attribution(self):
+        """Both models' importance on the current input, in the model worker (one at a time; a newer
+        input waits for the running one). Returns the worker, or None when there is nothing to do."""
+        res = self.last_result
+        if res is None or self.comparison is None or self.importance_role_chosen() is None:
+            return None
+        if self._attributing:
+            self._attribution_pending = True
+            return None
+        self._attributing = True
+        self.importance_overlap.setText("Computing the importance of each point…")
+        comp, pts = self.comparison, res["points"]
+
+        def work():
+            from core.attribution import compare_attributions
+
+            return compare_attributions(comp.teacher.model, comp.student.model, pts)
+
+        def done(a, res=res):
+            a["result"] = res
+            self.attribution = a
+            self._show_attribution_overlap()
+            view = self.attribution_view()
+            if view is not None:
+                self.attribution_changed.emit(view)
+
+        def failed(exc):
+            self.importance_overlap.setText(f"<span style='color:#d73a49'>Importance failed: {error_text(exc)}</span>")
+
+        def finished():
+            self._attributing = False
+            if self._attribution_pending or (self.last_result is not res and self.last_result is not None):
+                self._attribution_pending = False
+                self.compute_attribution()
+
+        return start_worker(work, on_return=done, on_error=failed, on_finish=finished, pool=self.pool)
+
+    def _show_attribution_overlap(self) -> None:
+        a = self.attribution
+        self.importance_overlap.setText(
+            f"Teacher and student: <b>top-{a['fraction']:.0%} overlap (IoU) {a['iou']:.2f}</b> "
+            f"({'the same' if a['iou'] >= 0.5 else 'partly different' if a['iou'] >= 0.15 else 'mostly different'} "
+            "important points)")
 
     def _slider(self, lo, hi, tip) -> QSlider:
         s = QSlider(Qt.Orientation.Horizontal, minimum=lo, maximum=hi)
@@ -838,6 +943,8 @@ class ComparisonPanel(QWidget):
         self._redraw()
         self.model_points.emit(res["points"])
         self.predicted.emit(res)
+        if self.importance_role_chosen() is not None:
+            self.compute_attribution()
 
     def _redraw(self) -> None:
         res = self.last_result

@@ -106,6 +106,7 @@ class MainWindow(QMainWindow):
         self.compare.message.connect(lambda m: self.statusBar().showMessage(m, 10000))
         self.compare.up_axis_changed.connect(self.viewer.set_up_axis)
         self.compare.boxes_changed.connect(self.viewer.set_boxes)
+        self.compare.attribution_changed.connect(lambda _: self._show_model_points(self._model_points))
         self.viewer.render_failed.connect(lambda m: self.statusBar().showMessage(m, 15000))
 
         view_box = QWidget()
@@ -397,7 +398,15 @@ class MainWindow(QMainWindow):
 
     def _show_model_points(self, pts) -> None:
         self._model_points = pts
-        if pts is None or self.shape is None or not self.show_overlay.isChecked():
+        attribution = self.compare.attribution_view() if pts is not None and self.shape is not None else None
+        if attribution is not None:  # the model input coloured by a model's importance (Importance tab)
+            self.viewer.set_overlay(self.compare.to_file_frame(attribution["points"]),
+                                    dense=self.compare.input_count() <= len(attribution["points"]),
+                                    colors=attribution["colors"],
+                                    legend=f"{attribution['role']}: importance rank (gradient saliency) · top-"
+                                           f"{attribution['fraction']:.0%} overlap with the other model, IoU "
+                                           f"{attribution['iou']:.2f}")
+        elif pts is None or self.shape is None or not self.show_overlay.isChecked():
             self.viewer.set_overlay(None)
         else:
             # A shape with no more points than the models take would be all red: unperturbed, the

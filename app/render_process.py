@@ -7,7 +7,8 @@ camera messages; the child answers with RGB frames. A crash here cannot take the
 
 Protocol (one pickled tuple per message on the command pipe, GUI -> child):
     ("scene", dict | None)     the shape: xyz, colors, normals, mesh_vertices, mesh_faces; frames it
-    ("overlay", array | None, dense)   the model input; ``dense``: draw it as small crosses
+    ("overlay", array | None, dense[, colors])   the model input; ``dense``: draw it as small crosses;
+                               ``colors`` (N, 3) in 0..1: one colour per point (importance), the shape grey
     ("boxes", version, list)   axis-aligned wireframe boxes, each (min xyz, max xyz, rgb 0..1, emphasis)
     ("state", dict)            any of color, point_size, mesh, dark, up (a signed axis: z y x -z -y -x)
     ("rotate", dx, dy) / ("pan", dx, dy) / ("zoom", steps) / ("reset",) / ("resize", w, h)
@@ -35,6 +36,7 @@ from app.shapes import up_and_front
 HEADER = struct.Struct("<III")
 SOLID = np.array([0.55, 0.62, 0.75])
 OVERLAY = np.array([0.95, 0.15, 0.1])
+UNDER_IMPORTANCE = np.array([0.62, 0.62, 0.64])  # the shape's colour under an importance overlay
 AXIS = {"x": 0, "y": 1, "z": 2}
 FIT_ZOOM = 0.75  # 1.0 puts the box's largest side at the view's edge; a margin keeps corners inside
 BOX_LINE_WIDTH = 2.0
@@ -79,6 +81,7 @@ class OffscreenScene:
         self.state = {"color": "height", "point_size": 3.0, "mesh": True, "dark": True, "up": "z"}
         self.scene: dict | None = None
         self.overlay: np.ndarray | None = None
+        self.overlay_colors: np.ndarray | None = None  # per-point colours (importance); None: red
         self.dense = False
         self.boxes: list = []  # (lo, hi, rgb, emphasis)
         self.boxes_version = 0
@@ -119,12 +122,16 @@ class OffscreenScene:
 
     def _build(self) -> list:
         o3d, s, out = self.o3d, self.scene, []
+        colored = self.overlay is not None and self.overlay_colors is not None and len(self.overlay_colors) == len(
+            self.overlay)
         if s is not None:
             if self.state["mesh"] and s.get("mesh_faces") is not None and len(s["mesh_faces"]) > 0:
                 m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(s["mesh_vertices"].astype(np.float64)),
                                               o3d.utility.Vector3iVector(s["mesh_faces"].astype(np.int32)))
                 m.compute_vertex_normals()
-                if self.state["color"] == "solid":
+                if colored:  # the importance colours must read: the shape under them is grey
+                    m.paint_uniform_color(UNDER_IMPORTANCE)
+                elif self.state["color"] == "solid":
                     m.paint_uniform_color(SOLID)
                 elif self.state["color"] == "normal":
                     m.vertex_colors = o3d.utility.Vector3dVector(np.abs(np.asarray(m.vertex_normals)))
@@ -133,7 +140,8 @@ class OffscreenScene:
                 out.append(m)
             else:
                 pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(s["xyz"].astype(np.float64)))
-                pc.colors = o3d.utility.Vector3dVector(self._point_colors(s))
+                pc.colors = o3d.utility.Vector3dVector(np.tile(UNDER_IMPORTANCE, (len(s["xyz"]), 1)) if colored
+                                                       else self._point_colors(s))
                 out.append(pc)
         if self.overlay is not None and len(self.overlay):
             p = self.overlay.astype(np.float64)
@@ -147,11 +155,17 @@ class OffscreenScene:
                 a = np.arange(n)[:, None] * 6 + np.arange(3)[None]
                 lines = np.stack([a.ravel(), (a + 3).ravel()], 1)
                 ls = o3d.geometry.LineSet(o3d.utility.Vector3dVector(ends), o3d.utility.Vector2iVector(lines))
-                ls.paint_uniform_color(OVERLAY)
+                if colored:
+                    ls.colors = o3d.utility.Vector3dVector(np.repeat(np.asarray(self.overlay_colors, np.float64), 3, 0))
+                else:
+                    ls.paint_uniform_color(OVERLAY)
                 out.append(ls)
             else:
                 ov = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p))
-                ov.paint_uniform_color(OVERLAY)
+                if colored:
+                    ov.colors = o3d.utility.Vector3dVector(np.asarray(self.overlay_colors, np.float64))
+                else:
+                    ov.paint_uniform_color(OVERLAY)
                 out.append(ov)
         if self.boxes:
             out.append(self._box_lines())
@@ -292,6 +306,7 @@ def render_main(cmd_conn, frame_conn, width: int, height: int) -> None:
                     scene.rebuild(fit=True)
                 elif kind == "overlay":
                     scene.overlay, scene.dense = msg[1], bool(msg[2])
+                    scene.overlay_colors = msg[3] if len(msg) > 3 else None
                     scene.rebuild(fit=False)
                 elif kind == "boxes":
                     scene.boxes_version, scene.boxes = int(msg[1]), list(msg[2])

@@ -1,5 +1,6 @@
-"""Runs view: run directories (report.json) in a table, their curves overlaid, and a button that
-loads a run's student into the teacher/student comparison."""
+"""Runs view: run directories (report.json) in a table, their curves overlaid, every run as a point of
+accuracy against cost (latency, parameters or file size) with the Pareto front drawn, and a button
+that loads a run's student into the teacher/student comparison."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
 
 from app.compare_panel import human
 from core.engine.checkpoint import run_checkpoint
+from core.pareto import pareto_front
 
 COLUMNS = ("run", "job", "model", "OA %", "mAcc %", "params", "MACs", "latency ms (CPU, b1)", "epochs", "path")
+#: Trade-off plot: the cost on the x axis (label -> run key, unit).
+COSTS = {"latency (CPU, batch 1)": ("latency", "ms"), "parameters": ("params", ""), "file size": ("size", "B")}
 
 
 def find_runs(roots: list[Path], depth: int = 2) -> list[Path]:
@@ -51,6 +55,9 @@ def read_run(d: Path) -> dict:
                         macs=r.get("macs"), latency=r.get("latency_ms_cpu_b1"), epochs=r.get("epochs"),
                         model=(f"{m.get('name')} x{m.get('width', 1):g}" if isinstance(m, dict) else str(m or "")),
                         history=r.get("history") or [], finished=True)
+            ck = run_checkpoint(d) or (Path(r["checkpoint"]) if isinstance(r.get("checkpoint"), str) else None)
+            if ck is not None and Path(ck).is_file():
+                info["size"] = Path(ck).stat().st_size  # the file size axis of the trade-off plot
         except (OSError, ValueError):
             pass
     if not info["history"] and (d / "events.jsonl").is_file():
@@ -119,14 +126,89 @@ class RunsPanel(QWidget):
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
-        split.addWidget(self.plot)
+        plots = QSplitter(Qt.Orientation.Horizontal)
+        plots.addWidget(self.plot)
+        plots.addWidget(self._tradeoff_box())
+        split.addWidget(plots)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(split, 1)
         self.refresh()
 
+    # --- accuracy against cost ----------------------------------------------------------------
+    def _tradeoff_box(self) -> QWidget:
+        box = QWidget()
+        lay = QVBoxLayout(box)
+        lay.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        self.tradeoff_cost = QComboBox()
+        self.tradeoff_cost.addItems(list(COSTS))
+        self.tradeoff_cost.setToolTip("The cost on the x axis (log scale) of the accuracy/cost plot")
+        self.tradeoff_cost.currentTextChanged.connect(self._plot_tradeoff)
+        row.addWidget(QLabel("OA against"))
+        row.addWidget(self.tradeoff_cost, 1)
+        lay.addLayout(row)
+        self.tradeoff = pg.PlotWidget(title="every run: OA against cost (click a point to select its run)")
+        self.tradeoff.showGrid(x=True, y=True, alpha=0.3)
+        self.tradeoff.setLogMode(x=True, y=False)
+        self.tradeoff.setLabel("left", "OA %")
+        self.tradeoff.addLegend(offset=(-10, -10))
+        self.tradeoff_points = pg.PlotDataItem([], [], pen=None, symbol="o", symbolSize=9,
+                                               symbolBrush=pg.mkBrush(66, 133, 244, 200), name="run")
+        self.tradeoff_points.sigPointsClicked.connect(self._tradeoff_clicked)
+        self.front_curve = pg.PlotDataItem([], [], pen=pg.mkPen((220, 60, 50), width=2), symbol="o", symbolSize=13,
+                                           symbolPen=pg.mkPen((220, 60, 50), width=2), symbolBrush=None,
+                                           name="Pareto front")
+        self.selected_marks = pg.PlotDataItem([], [], pen=None, symbol="o", symbolSize=17, symbolBrush=None,
+                                              symbolPen=pg.mkPen((250, 190, 0), width=3))
+        for item in (self.front_curve, self.selected_marks, self.tradeoff_points):  # the clickable points on top
+            self.tradeoff.addItem(item)
+        self.front: list[int] = []  # indices into self.runs, by increasing cost
+        self._plotted: list[int] = []  # the run index of each plotted point
+        lay.addWidget(self.tradeoff, 1)
+        return box
+
+    def tradeoff_data(self) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """The runs with both an OA and the chosen cost: their indices, costs and OA (%)."""
+        key = COSTS[self.tradeoff_cost.currentText()][0]
+        idx = [i for i, r in enumerate(self.runs)
+               if isinstance(r.get("oa"), (int, float)) and isinstance(r.get(key), (int, float)) and r[key] > 0]
+        return idx, np.array([self.runs[i][key] for i in idx], float), np.array([self.runs[i]["oa"] * 100 for i in idx])
+
+    def _plot_tradeoff(self) -> None:
+        idx, cost, acc = self.tradeoff_data()
+        self._plotted = idx
+        self.tradeoff_points.setData(cost, acc, data=idx)
+        front = pareto_front(list(zip(cost, acc)))  # positions in idx, cheapest first
+        self.front = [idx[k] for k in front]
+        self.front_curve.setData(cost[front], acc[front])
+        label = self.tradeoff_cost.currentText()
+        unit = COSTS[label][1]
+        self.tradeoff.setLabel("bottom", label + (f" ({unit})" if unit else ""))
+        self._mark_selected()
+
+    def _tradeoff_clicked(self, item, points, ev=None) -> None:
+        if len(points):
+            self.select_run(int(points[0].data()))
+
+    def select_run(self, index: int) -> None:
+        """Select the table row of run ``index`` (into ``self.runs``) and scroll to it."""
+        for r in range(self.table.rowCount()):
+            if self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) == index:
+                self.table.selectRow(r)
+                self.table.scrollToItem(self.table.item(r, 0))
+                return
+
+    def _mark_selected(self) -> None:
+        chosen = {self.table.item(r, 0).data(Qt.ItemDataRole.UserRole)
+                  for r in sorted({i.row() for i in self.table.selectedItems()})}
+        _, cost, acc = self.tradeoff_data()
+        keep = [k for k, i in enumerate(self._plotted) if i in chosen]
+        self.selected_marks.setData(cost[keep], acc[keep])
+
     def set_dark(self, dark: bool) -> None:
         self.plot.setBackground("#1f2126" if dark else "w")
+        self.tradeoff.setBackground("#1f2126" if dark else "w")
 
     def _browse(self) -> None:
         p = QFileDialog.getExistingDirectory(self, "Runs folder", self.folder.text())
@@ -154,12 +236,14 @@ class RunsPanel(QWidget):
             for c, item in enumerate(cells):
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)
+        self._plot_tradeoff()
 
     def selected_runs(self) -> list[dict]:
         rows = sorted({i.row() for i in self.table.selectedItems()})
         return [self.runs[self.table.item(r, 0).data(Qt.ItemDataRole.UserRole)] for r in rows]
 
     def _plot_selected(self) -> None:
+        self._mark_selected()
         self.plot.clear()
         if self.plot.plotItem.legend is not None:
             self.plot.plotItem.legend.clear()

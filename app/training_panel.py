@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayo
                                QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
                                QSizePolicy, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
+from core.cli.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR
+
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = {
     "compress": "The whole T3DNet pipeline: NetAug, then distillation from the teacher",
@@ -34,8 +36,6 @@ NEEDS_TEACHER = {"compress", "distill", "kd", "e2e", "fitnet"}
 MODELS = ("pointnet2_ssg", "pointnet2_msg", "pointnet", "dgcnn")
 NOT_SCALARS = {"epoch", "step", "global_step", "total_steps", "elapsed", "time", "epochs", "index", "of",
                "epoch_time", "start_epoch", "steps_per_epoch", "world_size", "params", "macs"}
-EXIT_CANCELLED = 130
-EXIT_BAD_INPUT = 2
 
 
 def plot_group(name: str) -> str:
@@ -177,9 +177,9 @@ class JobProcess(QObject):
         if code == 0 and status == QProcess.ExitStatus.NormalExit:
             outcome = "Finished" + (f": OA {self.ended['oa'] * 100:.1f}%" if self.ended and
                                     isinstance(self.ended.get("oa"), (int, float)) else "")
-        elif code == EXIT_CANCELLED or (self.cancel_requested and status == QProcess.ExitStatus.NormalExit):
+        elif code == EXIT_INTERRUPTED or (self.cancel_requested and status == QProcess.ExitStatus.NormalExit):
             outcome = f"Cancelled; a resumable checkpoint is in {self.run_dir} (use Resume)"
-        elif code == EXIT_BAD_INPUT:
+        elif code == EXIT_USER_ERROR:
             outcome = "The job refused its input: " + (self.last_error or (self.stderr_tail[-1] if self.stderr_tail else "?"))
         elif status == QProcess.ExitStatus.CrashExit:
             outcome = "The job crashed" + (f": {self.stderr_tail[-1]}" if self.stderr_tail else "")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QObject, QPointF, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QLinearGradient, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from app.render_process import HEADER, render_main
@@ -180,6 +180,8 @@ class PointCloudViewer(QWidget):
         self.shape: Shape | None = None
         self.overlay: np.ndarray | None = None
         self.overlay_dense = False
+        self.overlay_colors: np.ndarray | None = None  # per-point RGB 0..1 (importance), None: red
+        self.overlay_legend = ""  # what the colours mean (painted over the colour bar)
         self.boxes: list[ViewBox] = []
         self._boxes_version = 0
         self._anchors: list = []  # label positions (frame pixels) of the last frame, per box
@@ -193,7 +195,7 @@ class PointCloudViewer(QWidget):
     # --- public API -------------------------------------------------------------------------
     def set_shape(self, shape: Shape | None) -> None:
         """Send the shape once; the view frames it whole."""
-        self.shape, self.overlay, self._note = shape, None, ""
+        self.shape, self.overlay, self.overlay_colors, self._note = shape, None, None, ""
         self._caption = "" if shape is None else self._describe(shape)
         self._send(("scene", self._scene_message(shape)))
         if self.boxes:
@@ -207,14 +209,22 @@ class PointCloudViewer(QWidget):
         self._send(self._boxes_message())
         self.update()
 
-    def set_overlay(self, points: np.ndarray | None, dense: bool = False, note: str = "") -> None:
+    def set_overlay(self, points: np.ndarray | None, dense: bool = False, note: str = "",
+                    colors: np.ndarray | None = None, legend: str = "") -> None:
         """Show (or hide with None) the exact points the models see, in red; ``dense``: as small crosses,
         for shapes with no more points than the models take (red dots would cover the whole shape).
-        ``note``: a line for the caption instead."""
+        ``note``: a line for the caption instead. ``colors`` (N, 3, 0..1): one colour per point instead
+        of red (a model's importance, core.attribution's ramp; the shape is drawn grey under it) with
+        a colour bar titled ``legend``."""
         self.overlay, self.overlay_dense = points, bool(dense and points is not None)
+        self.overlay_colors = None if points is None or colors is None else np.asarray(colors, np.float64)
+        self.overlay_legend = legend if self.overlay_colors is not None else ""
         self._note = note
-        self._send(("overlay", points, self.overlay_dense))
+        self._send(self._overlay_message())
         self.update()
+
+    def _overlay_message(self) -> tuple:
+        return ("overlay", self.overlay, self.overlay_dense, self.overlay_colors)
 
     def set_color_mode(self, mode: str) -> None:
         self._set_state("color", mode)
@@ -297,7 +307,7 @@ class PointCloudViewer(QWidget):
         if self.shape is not None:
             self._send(("scene", self._scene_message(self.shape)))
             if self.overlay is not None:
-                self._send(("overlay", self.overlay, self.overlay_dense))
+                self._send(self._overlay_message())
             if self.boxes:
                 self._send(self._boxes_message())
         self.render_restarted.emit()
@@ -357,7 +367,9 @@ class PointCloudViewer(QWidget):
             p.setPen(QColor(230, 230, 230) if dark else QColor(30, 30, 30))
             p.setFont(QFont(self.font()))
             lines = [self._caption]
-            if self.overlay is not None:
+            if self.overlay is not None and self.overlay_colors is not None:
+                self._paint_colorbar(p)
+            elif self.overlay is not None:
                 lines.append("red crosses: the points the models see (perturbed)"
                              if self.overlay_dense else "red: the points the models see")
             elif self._note:
@@ -369,6 +381,25 @@ class PointCloudViewer(QWidget):
             p.drawText(self.rect().adjusted(20, 20, -20, -20), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
                        self._message)
         p.end()
+
+    def colorbar_rect(self) -> QRectF:
+        """Where the importance colour bar is painted (widget coordinates)."""
+        w = min(260.0, self.width() * 0.45)
+        return QRectF(10, self.height() - 30, w, 12)
+
+    def _paint_colorbar(self, p: QPainter) -> None:
+        from core.attribution import RAMP  # numpy only
+
+        r = self.colorbar_rect()
+        grad = QLinearGradient(r.topLeft(), r.topRight())
+        for k, c in enumerate(RAMP):
+            grad.setColorAt(k / (len(RAMP) - 1), QColor.fromRgbF(*c))
+        p.fillRect(r, grad)
+        p.setPen(QColor(230, 230, 230) if self.state["dark"] else QColor(30, 30, 30))
+        fm = QFontMetrics(p.font())
+        p.drawText(QPointF(r.left(), r.top() - 4), self.overlay_legend)
+        p.drawText(QPointF(r.left(), r.bottom() + fm.ascent() + 2), "low")
+        p.drawText(QPointF(r.right() - fm.horizontalAdvance("high"), r.bottom() + fm.ascent() + 2), "high")
 
     def label_rects(self) -> list[tuple[ViewBox, QRectF]]:
         """Where the boxes' labels are painted (widget coordinates) in the current frame."""

@@ -32,7 +32,6 @@ class FunctionWorker(QRunnable):
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.with_progress = with_progress
         self.signals = WorkerSignals()
-        self.aborted = False
         self.setAutoDelete(False)  # the Python object keeps the signals alive until it is dropped
 
     def run(self) -> None:
@@ -44,11 +43,9 @@ class FunctionWorker(QRunnable):
             result = self.fn(*self.args, **self.kwargs)
         except BaseException as exc:  # noqa: BLE001 - every failure is reported to the GUI
             exc.__traceback_text__ = traceback.format_exc()
-            if not self.aborted:
-                s.errored.emit(exc)
+            s.errored.emit(exc)
         else:
-            if not self.aborted:
-                s.returned.emit(result)
+            s.returned.emit(result)
         finally:
             s.finished.emit()
 

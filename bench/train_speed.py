@@ -14,9 +14,14 @@ that load from other processes hits every column alike:
 Reported: samples/s = batch / median step time after warm-up. Usage::
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \\
-        .venv/bin/python bench/train_speed.py --out docs/BENCHMARKS_MODELS.md
+        .venv/bin/python bench/train_speed.py --models pointnet2_ssg pointnet2_msg --widths 1 \\
+        --budget 30 --repeats 3 --out docs/BENCHMARKS_MODELS.md
 
 (the script re-executes itself with tcmalloc preloaded when it is not, as ``main.py`` does).
+Every run is one section of the report: ``--out FILE`` replaces the section of FILE with the same
+key (between ``<!-- train_speed:KEY -->`` and ``<!-- /train_speed:KEY -->``; the key is made of the
+models and widths, or given with ``--section``) and keeps the rest; a new key is appended, and a new
+file starts with the description of the method.
 """
 
 from __future__ import annotations
@@ -246,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=7)
     p.add_argument("--budget", type=float, default=60.0,
                    help="seconds of timed rounds per (model, width); slow rows get min-steps")
-    p.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
+    p.add_argument("--out", type=Path, default=None, help="write the Markdown report here (one section of it)")
+    p.add_argument("--section", default=None,
+                   help="the section of --out this run writes (default: from the models and widths)")
+    p.add_argument("--title", default=None, help="the section's title (default: the models and widths)")
+    p.add_argument("--note", default=None, help="a paragraph placed under the section's title")
     p.add_argument("--repeats", type=int, default=1,
                    help="run the whole measurement this many times, each in a fresh process, and "
                         "report the median of every column and each run's speed-ups (the same code "
@@ -290,8 +299,8 @@ def _publish(args, argv, md, results, started, elapsed, busy_before, busy_after,
     print("\n".join(goal_lines))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(_report(args, argv, md, goal_lines, started, elapsed, busy_before,
-                                    busy_after, torch))
+        section = _report(args, argv, md, goal_lines, started, elapsed, busy_before, busy_after, torch)
+        args.out.write_text(merge_section(args.out, _section_key(args), section))
         print(f"\nwritten to {args.out}")
     return 0
 
@@ -354,70 +363,100 @@ def per_run_table(results) -> str:
     return "\n".join(lines) + "\n"
 
 
+HEADER = """# Model zoo speed: ours against the classic reference
+
+Training and inference throughput of every model, ours (`core.models`) against a straightforward
+reference implementation, the same weights in both. Each section below is one run of
+`bench/train_speed.py` (its command, date, machine and load are given there); the machines are shared,
+so compare the columns of one row, not numbers across sections.
+
+How it is measured:
+
+- Random clouds in the unit ball, 40 classes; batch and points as given per section.
+- Timing: samples/s = batch / median step time over the timed rounds, after untimed warm-up rounds.
+  A round runs one step of every column, in alternating order, so load from other processes hits
+  every column alike. *Timed rounds*: how many were timed (summed over the runs when a section has
+  several).
+- *Worst max/min step* (last column) is the largest ratio of slowest to fastest timed step of any
+  column of the row: far above 1.2, the row's ratios are noise-limited.
+- *Runs*: each run is a fresh process measuring every row; with more than one, every samples/s cell
+  is the median over the runs, and each run's speed-ups follow the table.
+- Training step: forward + cross-entropy + backward + Adam step (train mode, fp32 unless noted).
+  *Grouping each step*: FPS + ball query (PointNet++) or the first kNN graph (DGCNN) recomputed in the
+  step, as the reference always does. *Grouping reused*: indices computed once per shape and reused,
+  as our trainer does across epochs (DGCNN's later kNN graphs are always recomputed: they depend on
+  features). PointNet has no grouping. *bf16*: our `cpu` preset (autocast bfloat16, grouping reused).
+- Inference: eval mode, `no_grad`, grouping computed inside (bf16: grouping in fp32, network in bf16).
+- The reference (`bench/reference.py`) is the classic channels-first formulation (1x1 Conv1d/Conv2d +
+  BatchNorm, grouping recomputed in every forward, ball query with `topk`, the faster variant). With
+  our weights copied in, its outputs and gradients equal ours (`tests/test_reference_parity.py`).
+  *Port ref* (PointNet++ only) is the same reference with the ball query of the common PyTorch port:
+  a full `sort` of every centre's distance row (same indices, slower). The `topk` reference is the
+  stronger baseline, so both are given.
+- Targets: PointNet++ trains at least 2x faster than the reference at width 1 and 4x at width 1/8
+  (fp32, grouping reused as in our trainer).
+"""
+
+
+def _width_label(widths) -> str:
+    names = ["1" if w == 1 else "1/8" if w == 0.125 else f"{w:g}" for w in widths]
+    return ("width " if len(names) == 1 else "widths ") + " and ".join(names)
+
+
 def _report(args, argv, md, goal_lines, started, elapsed, busy_before, busy_after, torch) -> str:
+    """One section of the report (``HEADER`` holds what every section shares)."""
     from core.engine.machine import machine_line
 
-    cmd = " ".join(["LD_PRELOAD=" + TCMALLOC, ".venv/bin/python", "bench/train_speed.py",
-                    *(sys.argv[1:] if argv is None else argv)])
-    busy = busy_before or busy_after
-    if busy:
+    tcmalloc = _tcmalloc_loaded()
+    prefix = "LD_PRELOAD=" + TCMALLOC if tcmalloc else "T3DNET_NO_TCMALLOC=1"
+    cmd = " ".join([prefix, ".venv/bin/python", "bench/train_speed.py", *(sys.argv[1:] if argv is None else argv)])
+    cmd = cmd.replace(str(ROOT) + os.sep, "")  # paths inside the checkout as relative paths
+    if busy_before or busy_after:
         noise = (
-            "**Noise caveat: another training job ran on the same two cores during this run** "
+            "**Another training job ran on the same cores during this run** "
             f"(`main.py` jobs not paused, at start: {'yes' if busy_before else 'no'}, at end: "
-            f"{'yes' if busy_after else 'no'}):\n\n```\n{busy}\n```\n\nAbsolute samples/s are "
-            "therefore lower than on an idle machine and individual steps vary; the columns were "
-            "measured interleaved (one step of each column per round, order alternating), so the "
-            "speed-up *ratios* are the numbers to read."
+            f"{'yes' if busy_after else 'no'}). Absolute samples/s are lower than on an idle machine; "
+            "the speed-up *ratios* are the numbers to read."
         )
     else:
         noise = ("No other `main.py` job was running at start and end (jobs paused with SIGSTOP "
-                 "for the run count as not running); other short processes may still have shared the cores.")
-    return f"""# Model zoo speed: ours against the classic reference
+                 "count as not running); other short processes may still have shared the cores.")
+    models = args.models or "every model"
+    title = args.title or (f"{', '.join(models) if isinstance(models, list) else models} at "
+                           f"{_width_label(args.widths)}" + ("" if tcmalloc else ", glibc malloc"))
+    note = f"{args.note}\n\n" if args.note else ""
+    return f"""## {title}
 
-Generated by `bench/train_speed.py` on {started:%Y-%m-%d %H:%M %Z} (run took {elapsed / 60:.1f} min).
+{note}    {cmd}
 
-```
-{cmd}
-```
+- {started:%Y-%m-%d %H:%M %Z}, {elapsed / 60:.1f} min. Machine: {machine_line()}; torch {torch.__version__}, {args.threads} threads, tcmalloc: {'yes' if tcmalloc else 'no'}.
+- Batch {args.batch}, {args.points} points; {args.repeats} run(s); per row {args.min_steps} to {args.max_steps} timed rounds, as many as fit in {args.budget:g} s, after {args.warmup} warm-up round(s).
+- Load average (1 min) at start / end: {args.load[0]:.1f} / {args.load[1]:.1f} on {os.cpu_count()} cores. {noise}
 
-- Machine: {machine_line()}.
-- torch {torch.__version__}, {args.threads} threads (`torch.set_num_threads`), tcmalloc preloaded: {'yes' if _tcmalloc_loaded() else 'no'}.
-- Load average (1 min) at start / end: {args.load[0]:.1f} / {args.load[1]:.1f} on {os.cpu_count()} cores.
-  *Worst max/min step* (last column) is the largest ratio of slowest to fastest timed step of
-  any column of the row: far above 1.2, the row's ratios are noise-limited.
-- Batch {args.batch}, {args.points} points, 40 classes, random clouds in the unit ball.
-- Runs: {args.repeats} (each a fresh process measuring every row; with more than one, every
-  samples/s cell is the median over the runs, *timed rounds* their sum, and each run's speed-ups
-  follow the table).
-- Timing: samples/s = batch / median step time over the timed rounds ({args.min_steps} to
-  {args.max_steps} per row, as many as fit in {args.budget:g} s; the slowest rows get the fewest:
-  see the last column), after {args.warmup} untimed warm-up round(s). A round runs one step of
-  every column, in alternating order.
-- Training step: forward + cross-entropy + backward + Adam step (train mode, fp32 unless noted).
-  *Grouping each step*: FPS + ball query (PointNet++) or the first kNN graph (DGCNN) recomputed
-  in the step, as the reference always does. *Grouping reused*: indices computed once per shape
-  and reused, as our trainer does across epochs (DGCNN's later kNN graphs are always recomputed:
-  they depend on features). PointNet has no grouping. *bf16*: our CPU preset (autocast bfloat16,
-  grouping reused).
-- Inference: eval mode, `no_grad`, grouping computed inside (bf16: grouping in fp32, network in
-  bf16).
-- The reference (`bench/reference.py`) is the classic channels-first formulation (1x1 Conv1d/Conv2d
-  + BatchNorm, grouping recomputed in every forward, ball query with `topk` - the faster variant).
-  With our weights copied in, its outputs and gradients equal ours (`tests/test_reference_parity.py`).
-  *Port ref* (PointNet++ only) is the same reference, same weights, with the ball query of the common
-  PyTorch port: a full `sort` of every centre's distance row (same indices, RESEARCH.md §5 measured it
-  3x slower). It is the formulation the issue's "straightforward pure-torch code" used; the `topk`
-  reference is the stronger baseline, so both are given.
-
-{noise}
-
-## Samples per second (higher is better) and speed-ups (ours / reference)
+Samples per second (higher is better) and speed-ups (ours / reference):
 
 {md}
-## Goals (issue "Model zoo ... fast on the CPU")
+{('Targets:' + chr(10) + chr(10) + chr(10).join(goal_lines) + chr(10)) if goal_lines else ''}"""
 
-{chr(10).join(goal_lines)}
-"""
+
+def merge_section(path: Path, key: str, section: str) -> str:
+    """The report file with the section ``key`` replaced by ``section`` (appended when new; a new
+    file starts with ``HEADER``)."""
+    begin, end = f"<!-- train_speed:{key} -->", f"<!-- /train_speed:{key} -->"
+    block = f"{begin}\n{section.strip()}\n{end}\n"
+    text = path.read_text() if path.is_file() else HEADER
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        return head + block + ("\n" + after if after else "")
+    return text.rstrip("\n") + "\n\n" + block
+
+
+def _section_key(args) -> str:
+    if args.section:
+        return args.section
+    models = "-".join(args.models) if args.models else "all"
+    return f"{models}-w{'-'.join(f'{w:g}' for w in args.widths)}" + ("" if _tcmalloc_loaded() else "-glibc")
 
 
 if __name__ == "__main__":

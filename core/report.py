@@ -304,7 +304,7 @@ def figure_per_class(r: dict) -> str:
     ax.set_yticks(np.arange(len(rows)), [f"{c['class']} ({c['support']})" for c in rows], fontsize=7)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel("student − teacher accuracy (points); in brackets: test shapes of the class")
-    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_ylim(len(rows) - 0.4, -0.6)  # the largest losses on top
     return _png_uri(fig)
 
 

@@ -4,21 +4,56 @@ Run directories live outside the work tree and a machine may not come back; thei
 (``report.json`` with every epoch's metrics, ``report.md``, ``job.yaml``) are a few KiB each and
 are what ``scripts/results.py`` needs for its tables and curves. Checkpoints are not copied.
 
-    python scripts/archive_runs.py /work/runs/comparison docs/runs/comparison20
+    python scripts/archive_runs.py ~/runs/comparison docs/runs/comparison20
 
 Every run directory under SOURCE that holds a ``report.json`` is copied to the same relative
-path under DEST; a T3DNet run's stage paths are rewritten relative to its run directory.
+path under DEST; a T3DNet run's stage paths are rewritten relative to its run directory, and
+every other absolute path (checkpoints, the teacher) as ``portable_path`` writes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
 
 FILES = ("report.json", "report.md", "job.yaml")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable_path(path: str | Path) -> str:
+    """A path as it reads on any machine: an absolute path becomes relative to the checkout
+    (``assets/...``, ``../runs/...``), or ``~/...`` when it is under the home folder but not
+    beside the checkout; a relative path is kept."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(path)
+    for base, prefix in ((ROOT, ""), (ROOT.parent, "../"), (Path.home(), "~/")):
+        try:
+            rel = p.relative_to(base)
+        except ValueError:
+            continue
+        return prefix + str(rel) if str(rel) != "." else (prefix.rstrip("/") or ".")
+    return os.path.relpath(p, ROOT)
+
+
+def portable_paths_in(text: str) -> str:
+    """Every absolute path in ``text`` (a command line, a YAML value) as ``portable_path`` writes it."""
+    return re.sub(r"(?<![\w.~])/[^\s'\"`,;)]+", lambda m: portable_path(m.group(0)), text)
+
+
+def _portable(value):
+    if isinstance(value, str):
+        return portable_path(value) if value.startswith("/") else value
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    return value
 
 
 def archive(source: Path, dest: Path) -> list[Path]:
@@ -37,7 +72,9 @@ def archive(source: Path, dest: Path) -> list[Path]:
         data = json.loads(report.read_text())
         if data.get("stages"):
             data["stages"] = [_relative(Path(s), run) for s in data["stages"]]
-            (target / "report.json").write_text(json.dumps(data, indent=1))
+        (target / "report.json").write_text(json.dumps(_portable(data), indent=1))
+        if (target / "job.yaml").is_file():
+            (target / "job.yaml").write_text(portable_paths_in((target / "job.yaml").read_text()))
         copied.append(target)
     return copied
 
@@ -51,7 +88,7 @@ def _relative(stage: Path, run: Path) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", type=Path, help="a folder of run directories (e.g. /work/runs/comparison)")
+    p.add_argument("source", type=Path, help="a folder of run directories (e.g. ~/runs/comparison)")
     p.add_argument("dest", type=Path, help="where to copy their reports (e.g. docs/runs/comparison20)")
     args = p.parse_args(argv)
     runs = archive(args.source, args.dest)

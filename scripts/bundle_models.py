@@ -25,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from archive_runs import portable_path, portable_paths_in  # noqa: E402
 
 
 def calibrate_bundled(path: Path, data: str) -> dict:
@@ -65,7 +68,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": args.data,
-               "command": "python scripts/bundle_models.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+               "command": portable_paths_in("python scripts/bundle_models.py "
+                                            + " ".join(sys.argv[1:] if argv is None else argv))}
     for role, src in (("teacher", args.teacher), ("student", args.student)):
         model, ck = load_model(src)
         full = evaluate_checkpoint(ck["path"], args.data)
@@ -76,11 +80,11 @@ def main(argv=None) -> int:
         use_half = abs(half["oa"] - full["oa"]) <= args.tolerance
         dest = out / f"{role}.pt"
         metrics = {"oa": (half if use_half else full)["oa"], "macc": (half if use_half else full)["macc"],
-                   "n": full["n"], "source": str(ck["path"])}
+                   "n": full["n"], "source": portable_path(ck["path"])}
         save_model(dest, model, ck["class_names"], metrics, ck.get("config"), half=use_half)
         vocabulary = calibrate_bundled(dest, args.data)
         summary[role] = {
-            "source": str(Path(ck["path"]).resolve()),
+            "source": portable_path(Path(ck["path"]).resolve()),
             "model": read_checkpoint(dest)["model"],
             "dtype": "float16" if use_half else "float32",
             "oa_fp32": full["oa"], "macc_fp32": full["macc"],

@@ -1,8 +1,8 @@
 """Run the paper's comparison at an equal epoch budget for the width-1/8 student, resumably.
 
 Every (method, seed) is one run directory under ``--root``; a finished run (report.json) is
-skipped, an interrupted one is resumed, so the script can be restarted in every session until
-all runs are done. Jobs run one at a time as ``main.py`` subprocesses.
+skipped, an interrupted one is resumed, so the script can be run again after any interruption
+until all runs are done. Jobs run one at a time as ``main.py`` subprocesses.
 
     python scripts/comparison.py --data ../shared/data/modelnet40_npy1024 \
         --teacher assets/models/teacher.pt --root ~/runs/comparison --epochs 20 --seeds 0 1

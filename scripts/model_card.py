@@ -3,7 +3,8 @@
     python scripts/model_card.py [--note "text"]
 
 Every number comes from a measurement file: models.json (scripts/bundle_models.py), the runs'
-events.jsonl / report.json (training curves, time), and a latency measured here.
+events.jsonl / report.json (training curves, time), and a latency measured here. Paths are written
+relative to the checkout or under ``~`` (``scripts/archive_runs.portable_path``).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def _epochs(run_dir: Path) -> list[dict]:
 def main(argv=None) -> int:
     from core.engine.checkpoint import load_model
     from core.engine.metrics import measure_latency
+    from scripts.archive_runs import portable_path, portable_paths_in
 
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--note", default="", help="a status paragraph placed at the top")
+    p.add_argument("--note", default="", help="a paragraph placed at the top")
     p.add_argument("--out", default=str(ROOT / "docs" / "MODEL_CARD.md"))
     p.add_argument("--command-teacher", default="", help="the command that trains the teacher (shown as is)")
     p.add_argument("--command-student", default="", help="the command that trains the student (shown as is)")
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
     lines = ["# Model card: bundled teacher and student", ""]
     if args.note:
         lines += [args.note, ""]
-    lines += [f"Bundled {summary['date']} with `{summary['command']}`; evaluated on the full ModelNet40 test split "
+    lines += [f"Bundled {summary['date']} with `{portable_paths_in(summary['command'])}`; evaluated on the full ModelNet40 test split "
               f"({summary['teacher']['n']} shapes, 1024 points, xyz, z up, no voting).", ""]
     lines += ["| | teacher | student |", "| --- | --- | --- |"]
     t, s = summary["teacher"], summary["student"]
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
               "grouping included, threads as torch's default here: 2 cores); measured while writing this card.", ""]
     for role in ("teacher", "student"):
         src = Path(summary[role]["source"]).parent
-        lines += [f"## {role.capitalize()}: training", "", f"Source: `{summary[role]['source']}`", ""]
+        lines += [f"## {role.capitalize()}: training", "", f"Source: `{portable_path(summary[role]['source'])}`", ""]
         command = getattr(args, f"command_{role}")
         if command:
             lines += ["Reproduce (the run's configuration follows):", "", "    " + command, ""]

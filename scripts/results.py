@@ -1,6 +1,6 @@
 """Aggregate comparison runs into a Markdown table and a learning-curve plot.
 
-    python scripts/results.py --root ~/runs/comparison --plot docs/results_curves.png > table.md
+    python scripts/results.py --root docs/runs/comparison20 --plot docs/results_curves_20.png > table.md
 
 Reads every ``<root>/<method>/seed<k>/report.json``; prints OA and mean class accuracy as
 mean +- sample standard deviation over the seeds found (final epoch, no voting), parameters,

@@ -160,3 +160,16 @@ def test_main_makes_openmp_threads_sleep_unless_the_user_chose(given):
     code = "import os, main; print(os.environ['OMP_WAIT_POLICY'])"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == (given or "PASSIVE")
+
+
+def test_a_reader_that_stops_early_ends_the_run_quietly():
+    """``predict DIR --jsonl | head -n 1``: no traceback, the shell's SIGPIPE status."""
+    from core.cli.errors import EXIT_BROKEN_PIPE
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "predict", str(ROOT / "assets" / "samples"),
+                             "--jsonl"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    first = proc.stdout.readline()
+    assert json.loads(first)["path"]
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_BROKEN_PIPE and b"Traceback" not in err, err.decode()[-500:]

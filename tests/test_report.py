@@ -205,6 +205,35 @@ def test_app_exports_the_report_of_the_loaded_models(qtbot, window, tmp_path, su
 def test_app_report_can_be_cancelled(qtbot, window, tmp_path):
     out = tmp_path / "report.html"
     job = window.export_report(str(out), limit=400, temperature_shapes=10, latency_runs=2)
+    from PySide6.QtWidgets import QPushButton
+
+    cancel = job.dialog.findChild(QPushButton)
+    assert cancel.text() == "Cancel"
     with qtbot.waitSignal(job.cancelled, timeout=100000):
-        job.dialog.cancel()
+        cancel.click()  # as the user does
     assert not out.exists()
+
+
+# --- a browser shows it ---------------------------------------------------------------------------
+@pytest.mark.timeout(240)
+def test_headless_chromium_renders_the_report_with_its_pictures(tiny_checkpoints, modelnet40, tmp_path):
+    """The page as a browser shows it, network refused: its pictures are drawn (the text and tables are
+    grey, the pictures coloured: the screenshot has far more coloured pixels than the page without them)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from report_screenshot import find_browser, screenshot
+
+    browser = find_browser()
+    if browser is None:
+        pytest.skip("no headless Chromium on PATH (Debian: apt-get install chromium-headless-shell)")
+    from matplotlib.image import imread
+
+    from core.report import ReportRequest, build_report
+
+    page = build_report(ReportRequest(*tiny_checkpoints, str(modelnet40), limit=20, temperature_shapes=10,
+                                      latency_runs=2, disagreements=2), tmp_path / "r.html")["html"]
+    (tmp_path / "bare.html").write_text(re.sub(r'<img src="data:[^"]+"', '<img src=""', page), encoding="utf-8")
+    shots = {name: imread(screenshot(tmp_path / f"{name}.html", tmp_path / f"{name}.png", browser, 900, 6000))
+             for name in ("r", "bare")}
+    assert shots["r"].shape[:2] == (6000, 900)
+    colour = {name: float((img[..., :3].max(-1) - img[..., :3].min(-1) > 0.2).mean()) for name, img in shots.items()}
+    assert colour["r"] > 0.002 and colour["r"] > 10 * colour["bare"], colour

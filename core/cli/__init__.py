@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import export_cmd, import_cmd, inspect_cmd, jobs, models_cmd, report_cmd
-from .errors import EXIT_INTERRUPTED, EXIT_USER_ERROR
+from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USER_ERROR
 
 # Each module adds its subcommands; the order here is the order of --help.
 COMMAND_MODULES = [jobs, inspect_cmd, models_cmd, export_cmd, import_cmd, report_cmd]
@@ -20,10 +21,6 @@ EPILOG = """examples:
   python main.py evaluate --checkpoint assets/models/student.pt --data ../shared/data/modelnet40_npy1024 --json
   python main.py predict assets/samples/airplane.npy --json
 """
-
-
-class UsageError(Exception):
-    """Bad input from the user: exit status EXIT_USER_ERROR with one line on stderr."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed by its reader: stop quietly (and keep Python from
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # complaining at exit)
+        return EXIT_BROKEN_PIPE
     except Exception as exc:  # every expected failure becomes one line, exit 2
         from .errors import user_error_types
 

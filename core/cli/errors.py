@@ -11,6 +11,8 @@ EXIT_USER_ERROR = 2
 EXIT_SOME_FAILED = 3
 #: Interrupted (Ctrl-C), or a job cancelled by SIGTERM.
 EXIT_INTERRUPTED = 130
+#: The reader of stdout went away (e.g. ``predict DIR --jsonl | head``): 128 + SIGPIPE, as a shell reports it.
+EXIT_BROKEN_PIPE = 141
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
@@ -19,12 +21,6 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from core.engine.trainer import JobError
     from core.models import UnknownModelError
 
-    types: list[type[BaseException]] = [CheckpointError, ConfigError, JobError, UnknownModelError,
-                                         FileNotFoundError]
-    try:
-        from core.errors import T3DError
+    from core.errors import T3DError
 
-        types.append(T3DError)
-    except ImportError:
-        pass
-    return tuple(types)
+    return (CheckpointError, ConfigError, JobError, UnknownModelError, FileNotFoundError, T3DError)

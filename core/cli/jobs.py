@@ -82,7 +82,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_stage, job="t3dnet")
 
     p = sub.add_parser("resume", help="continue a run directory where it stopped",
-                       description="Continue a run where it stopped (after a cancel, a crash or the end of a session).\n\n"
+                       description="Continue a run where it stopped (after a cancel, a crash or a stopped machine).\n\n"
                        "example:\n  python main.py resume runs/t3dnet")
     p.add_argument("run_dir")
     p.add_argument("--events", choices=["bar", "json", "none"], default="bar")

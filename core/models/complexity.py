@@ -53,10 +53,3 @@ def grouping_cost(model: ClassifierBase, num_points: int = 1024) -> int:
         return len(model.convs) * num_points * num_points
     return 0
 
-
-def describe(model: ClassifierBase, num_points: int = 1024) -> dict:
-    return {
-        "params": count_parameters(model),
-        "macs": count_macs(model, num_points),
-        "grouping_distances": grouping_cost(model, num_points),
-    }

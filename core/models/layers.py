@@ -13,7 +13,7 @@ and the active input channels are the first active channels of *each* segment (R
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -591,10 +591,6 @@ def max_rows(x: torch.Tensor) -> torch.Tensor:
     else:
         out = F.max_pool2d(x4.permute(0, 3, 1, 2), (1, k)).squeeze(3).permute(0, 2, 1)
     return out.reshape(*lead, c)
-
-
-def slim_layers(module: nn.Module) -> Iterable[SlimLinear]:
-    return (m for m in module.modules() if isinstance(m, SlimLinear))
 
 
 # ---------------------------------------------------------------------------------------

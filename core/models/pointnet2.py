@@ -112,7 +112,6 @@ class SetAbstraction(nn.Module):
 class PointNet2(ClassifierBase):
     """PointNet++ classifier at any width; an augmentable supernet when ``aug_factors`` widen it."""
 
-    grouping_kind = "pointnet2"
 
     def __init__(
         self,
