@@ -100,6 +100,10 @@ class ModelColumn(QGroupBox):
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.cost = QLabel("")
         self.cost.setWordWrap(True)
+        self.cost.setToolTip("model: this model's sampling, grouping and network on the prepared points; with "
+                             "preprocessing: from the points in memory to the probabilities (sampling to the "
+                             "model's points, up axis, unit sphere, then the model); the last word is the runtime "
+                             "that runs it (torch or onnx, the faster one measured on this CPU)")
         self.cost.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.top1 = QLabel("")
         f = self.top1.font()
@@ -128,7 +132,11 @@ class ModelColumn(QGroupBox):
     @staticmethod
     def _cost(info: dict) -> str:
         text = f"{human(info['params'])} params · {human(info['macs'])} MACs · {human(info['size_bytes'], 'B')}"
-        return text + (f" · {info['latency_ms']:.1f} ms" if "latency_ms" in info else "")
+        if info.get("latency_ms") is not None:
+            text += f" · model {info['latency_ms']:.1f} ms"
+            if info.get("end_to_end_ms") is not None:
+                text += f", with preprocessing {info['end_to_end_ms']:.1f} ms"
+        return text + (f" · {info['runtime']}" if info.get("runtime") else "")
 
     def set_muted(self, muted: bool) -> None:
         """Grey the prediction out (the input is a whole scene: one class for it means little)."""
@@ -627,7 +635,7 @@ class ComparisonPanel(QWidget):
     def _model_loaded(self, role: str, m) -> None:
         setattr(self, role, m)
         info = {"model": m.name, "checkpoint": m.checkpoint, "params": m.params, "macs": m.macs,
-                "size_bytes": m.size_bytes}
+                "size_bytes": m.size_bytes, "runtime": m.runtime}
         self.columns[role].show_model(info)
         self.comparison = None
         self._update_actions()
@@ -916,8 +924,9 @@ class ComparisonPanel(QWidget):
         comp, pert, token, path = self.comparison, self.perturbation(), self._token, self.shape.path
 
         def work():
+            t0 = time.perf_counter()
             pts = prepare_model_points(xyz, pert)
-            res = comp.predict_points(pts, top=5)
+            res = comp.predict_points(pts, top=5, prepare_ms=(time.perf_counter() - t0) * 1000)
             res["points"] = pts
             res["shape_path"] = path
             res["token"] = token

@@ -281,7 +281,7 @@ def render_main(cmd_conn, frame_conn, width: int, height: int) -> None:
     """
     try:
         scene = OffscreenScene(width, height)
-    except Exception as exc:  # noqa: BLE001 - reported to the GUI instead of a 3D view
+    except Exception as exc:
         frame_conn.send_bytes(HEADER.pack(0, 0, 0) + f"3D view unavailable: {exc}".encode())
         return
     seq = 0
@@ -322,7 +322,7 @@ def render_main(cmd_conn, frame_conn, width: int, height: int) -> None:
                 elif kind in ("rotate", "pan", "zoom", "reset"):
                     scene.camera(msg)
                 render = True
-            except Exception as exc:  # noqa: BLE001 - one bad message must not end the view
+            except Exception as exc:
                 try:
                     frame_conn.send_bytes(HEADER.pack(0, 0, 0) + f"3D view: {exc}".encode())
                 except OSError:

@@ -88,7 +88,7 @@ class ReportExport(QObject):
                 self.dialog.setLabelText("Printing the PDF…")
                 html_to_pdf(result["html"], self.path)
             self.written.emit(self.path)
-        except Exception as exc:  # noqa: BLE001 - a PDF that cannot be written is reported, not raised
+        except Exception as exc:  # a PDF that cannot be written is reported, not raised
             self.failed.emit(f"{self.path}: {error_text(exc)}")
         finally:
             self.dialog.close()

@@ -54,7 +54,7 @@ def supported_formats() -> dict[str, list[str]]:
 def dialog_filters() -> list[str]:
     """Qt name filters: one line for all supported files, then one per kind."""
     fmts = supported_formats()
-    pat = lambda exts: " ".join(f"*{e if e.startswith('.') else '.' + e}" for e in exts)  # noqa: E731
+    pat = lambda exts: " ".join(f"*{e if e.startswith('.') else '.' + e}" for e in exts)
     every = sorted({e for exts in fmts.values() for e in exts})
     return [f"All 3D files ({pat(every)})"] + [f"{k} ({pat(v)})" for k, v in fmts.items()] + ["All files (*)"]
 

@@ -346,14 +346,14 @@ class PointCloudViewer(QWidget):
             self._render_size = size
             self._send(("resize", *size))
 
-    def resizeEvent(self, ev) -> None:  # noqa: N802
+    def resizeEvent(self, ev) -> None:
         self._resize_timer.start()
         super().resizeEvent(ev)
 
-    def sizeHint(self) -> QSize:  # noqa: N802
+    def sizeHint(self) -> QSize:
         return QSize(640, 480)
 
-    def paintEvent(self, ev) -> None:  # noqa: N802
+    def paintEvent(self, ev) -> None:
         p = QPainter(self)
         dark = self.state["dark"]
         p.fillRect(self.rect(), QColor(31, 33, 38) if dark else QColor(255, 255, 255))
@@ -438,10 +438,10 @@ class PointCloudViewer(QWidget):
             p.setPen(QColor(255, 255, 255))
             p.drawText(r, Qt.AlignmentFlag.AlignCenter, box.label)
 
-    def mousePressEvent(self, ev) -> None:  # noqa: N802
+    def mousePressEvent(self, ev) -> None:
         self._last = ev.position()
 
-    def mouseMoveEvent(self, ev) -> None:  # noqa: N802
+    def mouseMoveEvent(self, ev) -> None:
         if self._last is None or self.shape is None:
             return
         pos: QPointF = ev.position()
@@ -454,11 +454,11 @@ class PointCloudViewer(QWidget):
         else:
             self.orbit(dx * 2.0, dy * 2.0)
 
-    def mouseReleaseEvent(self, ev) -> None:  # noqa: N802
+    def mouseReleaseEvent(self, ev) -> None:
         self._last = None
 
-    def mouseDoubleClickEvent(self, ev) -> None:  # noqa: N802
+    def mouseDoubleClickEvent(self, ev) -> None:
         self.reset_view()
 
-    def wheelEvent(self, ev) -> None:  # noqa: N802
+    def wheelEvent(self, ev) -> None:
         self.zoom(ev.angleDelta().y() / 120.0)

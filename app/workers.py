@@ -41,7 +41,7 @@ class FunctionWorker(QRunnable):
             if self.with_progress:
                 self.kwargs["progress"] = lambda what, done, total: s.progress.emit(str(what), int(done), int(total))
             result = self.fn(*self.args, **self.kwargs)
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported to the GUI
+        except BaseException as exc:
             exc.__traceback_text__ = traceback.format_exc()
             s.errored.emit(exc)
         else:

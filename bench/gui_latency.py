@@ -177,8 +177,8 @@ def main() -> int:
     if scan is not None:
         probe.set_phase("1M-point scan loading")
         got = {}
-        on_pred = lambda r: got.setdefault("pred", time.perf_counter())  # noqa: E731
-        on_shape = lambda s: got.setdefault("shape", time.perf_counter())  # noqa: E731
+        on_pred = lambda r: got.setdefault("pred", time.perf_counter())
+        on_shape = lambda s: got.setdefault("shape", time.perf_counter())
         win.compare.predicted.connect(on_pred)
         win.shape_loaded.connect(on_shape)
         t_open = time.perf_counter()
@@ -195,7 +195,7 @@ def main() -> int:
     # --- orbiting the 3D view (mouse drags sent to the render process) -----------------------
     if "orbit" in args.cases:
         probe.set_phase("orbiting the view")
-        for i in range(40):
+        for _i in range(40):
             win.viewer.orbit(10.0, 0.0)
             wait(lambda: False, 0.05)
         wait(lambda: False, 1)
@@ -208,7 +208,7 @@ def main() -> int:
         else:
             probe.set_phase(f"scene loading ({path.name})")
             got = {}
-            on_pred = lambda r: got.setdefault("pred", time.perf_counter())  # noqa: E731
+            on_pred = lambda r: got.setdefault("pred", time.perf_counter())
             win.compare.predicted.connect(on_pred)
             t_open = time.perf_counter()
             win.open_path(str(path))

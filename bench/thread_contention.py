@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         loaded = [_cell(policy, args.threads, args.seconds, args.load) for _ in range(args.repeats)]
         rows.append((policy, quiet, loaded))
         print(policy, quiet, loaded, flush=True)
-    fmt = lambda v: ", ".join(f"{x:.1f}" for x in v)  # noqa: E731
-    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    fmt = lambda v: ", ".join(f"{x:.1f}" for x in v)
+    mean = lambda v: sum(v) / len(v)
     (_, qa, la), (_, qp, lp) = rows
     lines = [
         "# A multi-threaded job on a shared CPU: OpenMP threads spinning or sleeping",

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.train_speed import _concurrent_training, _reexec_with_tcmalloc, _tcmalloc_loaded  # noqa: E402
-from core.engine.machine import cpu_name  # noqa: E402
+from bench.train_speed import _concurrent_training, _reexec_with_tcmalloc, _tcmalloc_loaded
+from core.engine.machine import cpu_name
 
 EPS = 1e-5
 NEIGHBOURS = 32
@@ -186,7 +186,7 @@ def max_steps(dtype) -> tuple[dict, float]:
                     fn(x)
         return step
 
-    plain = lambda x: x.max(2).values  # noqa: E731
+    plain = lambda x: x.max(2).values
     diff = max((max_rows(x) - plain(x)).abs().max().item() for x in xs)
     return {"max(2) train": train(plain), "max_rows train": train(max_rows),
             "max(2) infer": infer(plain), "max_rows infer": infer(max_rows)}, diff

@@ -68,7 +68,7 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> 
         acc = np.where(count > 0, correct_sum / np.maximum(count, 1), np.nan)
     gaps = np.where(count > 0, np.abs(acc - mean_conf), 0.0)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    opt = lambda a: [None if np.isnan(v) else float(v) for v in a]  # noqa: E731
+    opt = lambda a: [None if np.isnan(v) else float(v) for v in a]
     return {
         "bins": bins,
         "lower": edges[:-1].tolist(),

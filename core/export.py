@@ -4,13 +4,13 @@ Every export takes points ``(batch, num_points, 3)`` float32 (channels-last xyz,
 training) and returns logits ``(batch, num_classes)``. The batch dimension is dynamic; the number
 of points is fixed at export time. Sampling starts at point 0 (deterministic, RESEARCH.md §3).
 
-Farthest point sampling is a loop that tracing unrolls. The exported graph uses
-:func:`farthest_point_sample_pairwise`: the same squared distances as
-:func:`core.models.layers.farthest_point_sample`, computed once as an ``N x N`` matrix, so each of
-the unrolled steps is only gather, minimum and argmax (three ONNX nodes instead of about ten), and
-:func:`ball_query_by_flag` in ONNX. Both give the eager indices (tested), so exported logits match
-eager ones; ``core/models/layers.py`` is unchanged. The straightforward trace of the eager code
-also exports, but runs about 3x slower in ONNX Runtime (docs/BENCHMARKS_DEPLOY.md).
+Farthest point sampling is a loop that tracing unrolls. The exported graph uses the model's
+``compute_grouping(impl="traceable")``: :func:`~core.models.layers.farthest_point_sample_pairwise`
+(the same squared distances as the eager FPS, computed once as an ``N x N`` matrix, so each unrolled
+step is only gather, minimum and argmax: three ONNX nodes instead of about ten) and, in ONNX,
+:func:`~core.models.layers.ball_query_by_flag`. Both give the eager indices (tested), so exported
+logits match eager ones. These self-contained files are for deployment elsewhere; the app and the
+CLI run :mod:`core.runtime`, which computes sampling and grouping outside the graph.
 
 Each export writes its description twice: inside the file (ONNX ``metadata_props``, TorchScript
 extra file ``t3dnet.json``) and in a sidecar ``<file>.json``.
@@ -30,7 +30,11 @@ from torch import nn
 from core import __version__
 from core.engine.checkpoint import CheckpointError, load_model
 from core.models import ClassifierBase
-from core.models.layers import ball_query, gather_points, square_distance
+from core.models.layers import (  # noqa: F401 - re-exported: the export-friendly grouping lives with the models
+    ball_query_by_flag,
+    farthest_point_sample_pairwise,
+    pairwise_sq_dist_exact,
+)
 
 EXPORT_FORMAT = "t3dnet-studio/export"
 FORMATS = ("onnx", "torchscript")
@@ -45,99 +49,9 @@ class ExportError(CheckpointError):
     """
 
 
-# ---------------------------------------------------------------------------------------
-# Export-friendly sampling and grouping
-# ---------------------------------------------------------------------------------------
-
-
-def pairwise_sq_dist_exact(xyz: torch.Tensor) -> torch.Tensor:
-    """``d[b, c, j] = sum_k (xyz[b, j, k] - xyz[b, c, k])^2`` (B, N, N), summed in index order.
-
-    Differences and sums in the order eager FPS uses, hence bit-identical to its distances (a
-    matmul expansion is not).
-    """
-    out = None
-    for k in range(xyz.shape[-1]):
-        coord = xyz[..., k]
-        diff = coord.unsqueeze(1) - coord.unsqueeze(2)
-        sq = diff * diff
-        out = sq if out is None else out + sq
-    return out
-
-
-class _GatherRows(torch.autograd.Function):
-    """``mat[b, idx[b, 0]]`` for every ``b``: (B, N, M), (B, 1) -> (B, M); one ONNX node."""
-
-    @staticmethod
-    def forward(ctx, mat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return mat.gather(1, idx.unsqueeze(-1).expand(-1, -1, mat.shape[-1])).squeeze(1)
-
-    @staticmethod
-    def symbolic(g, mat, idx):
-        return g.op("GatherND", mat, idx, batch_dims_i=1)
-
-
-def farthest_point_sample_pairwise(xyz: torch.Tensor, npoint: int) -> torch.Tensor:
-    """Farthest point sampling from point 0 on a precomputed distance matrix: (B, N, 3) -> (B, npoint).
-
-    Same indices as :func:`core.models.layers.farthest_point_sample` with ``start=None``; costs
-    ``N x N`` memory per cloud (4 MiB at 1024 points). In ONNX each step is three nodes
-    (GatherND, Min, ArgMax).
-    """
-    n = xyz.shape[1]
-    npoint = min(npoint, n)
-    dist_mat = pairwise_sq_dist_exact(xyz.detach())  # (B, N, N)
-    far = torch.zeros_like(xyz[:, :1, 0], dtype=torch.long)  # (B, 1)
-    picked = [far]
-    dist = None
-    for _ in range(npoint - 1):
-        if torch.onnx.is_in_onnx_export():
-            row = _GatherRows.apply(dist_mat, far)
-        else:  # TorchScript cannot serialise a Python autograd.Function
-            row = _GatherRows.forward(None, dist_mat, far)
-        dist = row if dist is None else torch.minimum(dist, row)
-        far = dist.argmax(-1, keepdim=True)
-        picked.append(far)
-    return torch.cat(picked, 1)
-
-
-def ball_query_by_flag(xyz: torch.Tensor, centres: torch.Tensor, radius: float, nsample: int) -> torch.Tensor:
-    """:func:`core.models.layers.ball_query` for ONNX: TopK over a 0/1 "outside the ball" flag.
-
-    ONNX TopK (opset >= 11) breaks ties by the lower index, so the smallest flags come as the
-    points inside the ball in index order: the same indices as the eager key ``index (+N if
-    outside)``, without building that key (its Where/Add over S x N were most of the tiny
-    model's grouping time). Not for eager use: ``torch.topk`` does not promise that tie order.
-    """
-    n = xyz.shape[1]
-    d = square_distance(centres.detach(), xyz.detach())
-    outside = (d > radius * radius).to(d.dtype)
-    k = min(nsample, n)
-    flags, idx = outside.topk(k, dim=-1, largest=False, sorted=True)
-    idx = torch.where(flags > 0, idx[..., :1].expand_as(idx), idx)
-    if k < nsample:
-        idx = torch.cat([idx, idx[..., :1].expand(*idx.shape[:-1], nsample - k)], dim=-1)
-    return idx
-
-
 def export_grouping(model: ClassifierBase, xyz: torch.Tensor):
     """:meth:`compute_grouping` of ``model`` (start at point 0) built from export-friendly ops."""
-    from core.models.pointnet2 import PointNet2
-
-    if not isinstance(model, PointNet2):
-        return model.compute_grouping(xyz)
-    groups, cur = [], xyz
-    for sa in model.layout:
-        if sa.npoint is None:
-            groups.append({})
-            continue
-        centres_idx = farthest_point_sample_pairwise(cur, sa.npoint)
-        centres = gather_points(cur, centres_idx)
-        query = ball_query_by_flag if torch.onnx.is_in_onnx_export() else ball_query
-        nbrs = [query(cur, centres, r, k) for r, k in zip(sa.radii, sa.nsamples)]
-        groups.append({"centres": centres_idx, "neighbours": nbrs})
-        cur = centres
-    return groups
+    return model.compute_grouping(xyz, impl="traceable")
 
 
 class DeployModule(nn.Module):

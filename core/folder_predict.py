@@ -108,6 +108,9 @@ def predict_files(comp, files: Iterable[str], top: int = 5, up: str = "auto", ch
     from core.data.io import load_point_cloud
     from core.data.preprocess import prepare_points
 
+    from core.inference import warm_up_preprocessing
+
+    warm_up_preprocessing(num_points)  # each file's preparation is timed (end_to_end_ms)
     t = timings if timings is not None else Timings()
     pending: list[dict] = []  # in file order: an error answer, or what the batch needs for an answer
     prepared = 0
@@ -121,11 +124,11 @@ def predict_files(comp, files: Iterable[str], top: int = 5, up: str = "auto", ch
             up_axis, support = info.pop("_up"), info.pop("_support")
             pts = prepare_points(cloud.xyz, num_points=num_points, up_axis=up_axis.axis)
             t3 = time.perf_counter()
-        except Exception as exc:  # noqa: BLE001 - one bad file never stops the others
+        except Exception as exc:
             pending.append({"path": path, "error": error_line(exc)})
             continue
         t.read_s, t.analysis_s, t.prepare_s = t.read_s + t1 - t0, t.analysis_s + t2 - t1, t.prepare_s + t3 - t2
-        pending.append({"path": path, "_info": info, "_points": pts, "_file": cloud.path,
+        pending.append({"path": path, "_info": info, "_points": pts, "_file": cloud.path, "_prepare_ms": (t3 - t2) * 1000,
                         "_objects_of": (cloud.xyz, up_axis, support) if objects else None})
         prepared += 1
         if prepared == batch_size:
@@ -139,7 +142,8 @@ def _flush(comp, pending: list[dict], top: int, num_points: int, t: Timings) -> 
     from core.inference import file_answer
 
     ready = [p for p in pending if "_points" in p]
-    preds = iter(comp.predict_many(np.stack([p["_points"] for p in ready]), top) if ready else [])
+    preds = iter(comp.predict_many(np.stack([p["_points"] for p in ready]), top,
+                                   prepare_ms=[p["_prepare_ms"] for p in ready]) if ready else [])
     for p in pending:
         if "error" in p:
             yield p

@@ -1,5 +1,10 @@
 """Teacher vs student inference: load checkpoints, run both on one cloud, compare.
 
+Each model runs on an engine of :mod:`core.runtime` (``auto``: the faster of torch and ONNX
+Runtime on this CPU). Timings in the answers: ``latency_ms`` (the model on a prepared cloud: its
+sampling, grouping and network), ``end_to_end_ms`` (from the points in memory to the
+probabilities: preprocessing, then the model) and the input analysis apart (``analysis_ms``).
+
 Thread: any; the GUI calls it from a worker thread. Models are in eval mode, FPS starts at
 point 0, so a prediction is deterministic.
 """
@@ -17,6 +22,7 @@ from core.data.orient import UP_AXES, UpAxis, decide_up_axis
 from core.engine.checkpoint import CheckpointError, load_model
 from core.models import ClassifierBase
 from core.models.complexity import count_macs, count_parameters
+from core.runtime import Engine
 from core.vocabulary import CHECKPOINT_KEY, VocabularyCalibration
 
 #: Clouds with fewer points are never called scenes: too sparse to tell parts from objects.
@@ -45,19 +51,34 @@ class LoadedModel:
     size_bytes: int
     metrics: dict
     vocabulary: VocabularyCalibration | None = None  # None: uncalibrated, no in-vocabulary decision
+    engine: Engine | None = None  # None: eager PyTorch (a model built here, not loaded)
 
     @classmethod
-    def load(cls, path: str | Path) -> "LoadedModel":
+    def load(cls, path: str | Path, runtime: str = "auto", threads: int | None = None) -> "LoadedModel":
+        """A checkpoint (file or run directory) on an engine of ``runtime`` (``auto``, ``torch``,
+        ``onnx``; see :mod:`core.runtime`), warmed up."""
+        from core.runtime import check_runtime, create_engine
+
+        check_runtime(runtime)
         model, ck = load_model(path)
         model.eval()
         return cls(model, ck["path"], list(ck["class_names"]), count_parameters(model),
                    count_macs(model), Path(ck["path"]).stat().st_size, dict(ck.get("metrics", {})),
-                   VocabularyCalibration.from_dict(ck.get(CHECKPOINT_KEY)))
+                   VocabularyCalibration.from_dict(ck.get(CHECKPOINT_KEY)),
+                   create_engine(model, runtime, source=ck["path"], threads=threads))
+
+    @property
+    def runtime(self) -> str:
+        """The runtime that runs this model: ``torch`` or ``onnx`` (``eager``: no engine)."""
+        return self.engine.runtime if self.engine is not None else "eager"
 
     @torch.no_grad()
     def logits(self, points: np.ndarray) -> np.ndarray:
         """Logits (B, C) for prepared clouds (B, P, 3)."""
-        return self.model(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))).float().numpy()
+        points = np.ascontiguousarray(points, dtype=np.float32)
+        if self.engine is not None and points.shape[1] == self.engine.num_points:
+            return self.engine.logits(points)
+        return self.model(torch.from_numpy(points)).float().numpy()
 
     def in_vocabulary(self, logits: np.ndarray) -> list[bool | None]:
         """Per row of logits: whether this model knows the kind of object (None: uncalibrated)."""
@@ -70,20 +91,22 @@ class LoadedModel:
         cfg = self.model.model_config
         return f"{cfg.name} x{cfg.width:g}"
 
-    @torch.no_grad()
     def probabilities(self, points: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-        """Class probabilities for one prepared cloud (P, 3), the latency in ms and the logits."""
-        x = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)).unsqueeze(0)
+        """Class probabilities for one prepared cloud (P, 3), the latency in ms (the model's
+        sampling, grouping and network, and the softmax) and the logits."""
+        x = np.ascontiguousarray(points, dtype=np.float32)[None]
         t0 = time.perf_counter()
-        logits = self.model(x).float()
+        logits = self.logits(x)[0]
+        probs = _softmax(logits)
         ms = (time.perf_counter() - t0) * 1000
-        return torch.softmax(logits, 1)[0].numpy(), ms, logits[0].numpy()
+        return probs, ms, logits
 
     def top_classes(self, probs: np.ndarray, top: int) -> list[dict]:
         order = np.argsort(-probs)[:top]
         return [{"class": self.class_names[i], "prob": float(probs[i])} for i in order]
 
-    def describe(self, probs: np.ndarray, ms: float, top: int, in_vocabulary: bool | None = None) -> dict:
+    def describe(self, probs: np.ndarray, ms: float, top: int, in_vocabulary: bool | None = None,
+                 end_to_end_ms: float | None = None) -> dict:
         return {
             "checkpoint": self.checkpoint,
             "model": self.name,
@@ -91,10 +114,32 @@ class LoadedModel:
             "macs": self.macs,
             "size_bytes": self.size_bytes,
             "latency_ms": ms,
+            "end_to_end_ms": end_to_end_ms,
+            "runtime": self.runtime,
             "top": self.top_classes(probs, top),
             "in_vocabulary": in_vocabulary,
             "vocabulary": None if self.vocabulary is None else self.vocabulary.to_dict(),
         }
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+_preprocessing_warm = False
+
+
+def warm_up_preprocessing(num_points: int = 1024) -> None:
+    """Run :func:`~core.data.preprocess.prepare_points` once on a synthetic cloud (first use in a
+    process loads its compiled kernel), so that a timed preprocessing is never a cold one."""
+    global _preprocessing_warm
+    if not _preprocessing_warm:
+        from core.data.preprocess import prepare_points
+
+        prepare_points(np.random.default_rng(0).normal(size=(4 * num_points, 3)), num_points)
+        _preprocessing_warm = True
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
@@ -116,19 +161,26 @@ class Comparison:
         self.teacher, self.student = teacher, student
 
     @classmethod
-    def from_paths(cls, teacher: str | Path | None = None, student: str | Path | None = None) -> "Comparison":
-        return cls(LoadedModel.load(teacher or DEFAULT_TEACHER), LoadedModel.load(student or DEFAULT_STUDENT))
+    def from_paths(cls, teacher: str | Path | None = None, student: str | Path | None = None,
+                   runtime: str = "auto") -> "Comparison":
+        return cls(LoadedModel.load(teacher or DEFAULT_TEACHER, runtime),
+                   LoadedModel.load(student or DEFAULT_STUDENT, runtime))
 
     @property
     def class_names(self) -> list[str]:
         return self.teacher.class_names
 
-    def predict_points(self, points: np.ndarray, top: int = 5) -> dict:
-        """Both models on one prepared cloud (P, 3): top classes, full probabilities, agreement."""
+    def predict_points(self, points: np.ndarray, top: int = 5, prepare_ms: float | None = None) -> dict:
+        """Both models on one prepared cloud (P, 3): top classes, full probabilities, agreement.
+
+        ``prepare_ms``: how long preparing ``points`` took; each model's ``end_to_end_ms`` is that
+        plus its ``latency_ms`` (None without it)."""
         pt, mt, lt = self.teacher.probabilities(points)
         ps, ms, ls = self.student.probabilities(points)
-        t = self.teacher.describe(pt, mt, top, self.teacher.in_vocabulary(lt[None])[0])
-        s = self.student.describe(ps, ms, top, self.student.in_vocabulary(ls[None])[0])
+        t = self.teacher.describe(pt, mt, top, self.teacher.in_vocabulary(lt[None])[0],
+                                  None if prepare_ms is None else prepare_ms + mt)
+        s = self.student.describe(ps, ms, top, self.student.in_vocabulary(ls[None])[0],
+                                  None if prepare_ms is None else prepare_ms + ms)
         t["probs"], s["probs"] = pt.tolist(), ps.tolist()
         agree = int(pt.argmax()) == int(ps.argmax())
         return {
@@ -146,7 +198,7 @@ class Comparison:
         tops = {}
         for role, m in (("teacher", self.teacher), ("student", self.student)):
             logits = m.logits(batch)
-            probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+            probs = _softmax(logits)
             vocab = m.in_vocabulary(logits)
             tops[role] = probs.argmax(1)
             for i, o in enumerate(out):
@@ -156,18 +208,22 @@ class Comparison:
             o["verdict"] = verdict(o["agree"], o["teacher"]["in_vocabulary"], o["student"]["in_vocabulary"])
         return out
 
-    def predict_many(self, batch: np.ndarray, top: int = 5) -> list[dict]:
+    def predict_many(self, batch: np.ndarray, top: int = 5, prepare_ms=None) -> list[dict]:
         """Both models on prepared clouds (B, P, 3), one forward pass of each model over the batch:
         per cloud the :meth:`predict_points` answer without ``probs``. Each ``latency_ms`` is the
-        model's forward pass over the batch divided by B (the share of one cloud)."""
+        model's forward pass over the batch divided by B (the share of one cloud); with
+        ``prepare_ms`` (B values: how long each cloud took to prepare) ``end_to_end_ms`` is a
+        cloud's preparation plus that share."""
         probs, described = {}, {}
         for role, m in (("teacher", self.teacher), ("student", self.student)):
             t0 = time.perf_counter()
             logits = m.logits(batch)
+            probs[role] = _softmax(logits)
             ms = (time.perf_counter() - t0) * 1000 / len(batch)
-            probs[role] = torch.softmax(torch.from_numpy(logits), 1).numpy()
             vocab = m.in_vocabulary(logits)
-            described[role] = [m.describe(probs[role][i], ms, top, vocab[i]) for i in range(len(batch))]
+            described[role] = [m.describe(probs[role][i], ms, top, vocab[i],
+                                          None if prepare_ms is None else prepare_ms[i] + ms)
+                               for i in range(len(batch))]
         out = []
         for i in range(len(batch)):
             pt, ps = probs["teacher"][i], probs["student"][i]
@@ -210,8 +266,10 @@ class Comparison:
         info = self.analyze(cloud, up)
         up_axis: UpAxis = info.pop("_up")
         support = info.pop("_support")
+        warm_up_preprocessing(num_points)
+        t0 = time.perf_counter()
         pts = prepare_points(cloud.xyz, num_points=num_points, up_axis=up_axis.axis)
-        result = self.predict_points(pts, top)
+        result = self.predict_points(pts, top, prepare_ms=(time.perf_counter() - t0) * 1000)
         for role in ("teacher", "student"):
             result[role].pop("probs")
         result = file_answer(info, result, cloud.path)
@@ -386,7 +444,7 @@ class UpEstimator:
         """
         flat = torch.from_numpy(np.ascontiguousarray(views.reshape(-1, *views.shape[2:]), dtype=np.float32))
         first = torch.from_numpy(np.ascontiguousarray(views[:, 0], dtype=np.float32))
-        grouping = _repeat_each(self.model.compute_grouping(first), views.shape[1])
+        grouping = _repeat_each(self.model.compute_grouping(first, impl="native"), views.shape[1])
         feats = view_embedding(self.model, flat, grouping).numpy().reshape(len(views), len(UP_AXES), -1)
         return probe_log_probabilities(feats, self.mean, self.scale, self.weight)
 
@@ -434,7 +492,7 @@ def verdict(agree: bool, teacher_knows: bool | None, student_knows: bool | None)
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", limit: int = 0,
                         batch_size: int = 64, up: str | None = None, channels: int | None = None,
                         views: str = "clean", severity: int = 2, temperature_shapes: int = 0,
-                        keep_logits: bool = False, progress=None) -> dict:
+                        keep_logits: bool = False, progress=None, runtime: str = "auto") -> dict:
     """OA, mean class accuracy and ECE (fractions) of a checkpoint on a dataset split.
 
     ``up`` overrides the dataset layout's up-axis convention; ``channels`` is the floats per point
@@ -442,7 +500,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     benchmark (:func:`core.data.partial.partial_benchmark`, one fixed viewpoint per shape) at
     ``severity`` 1, 2 or 3; with ``limit`` each shape keeps the view it has in the whole split.
     ``shapes_per_s`` is the throughput of the model's forward passes alone (``batch_size`` shapes
-    each, on ``threads`` CPU threads).
+    each, on ``threads`` CPU threads) on ``runtime`` (:mod:`core.runtime`; the one used is
+    reported as ``runtime``).
 
     ``ece`` is the expected calibration error over ``ece_bins`` equal-width confidence bins
     (:mod:`core.calibration`). With ``temperature_shapes`` > 0 a temperature is fitted on that many
@@ -460,22 +519,26 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     if views == "partial" and severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {sorted(SEVERITIES)}, got {severity!r}")
 
+    from core.runtime import check_runtime, create_engine
+
+    check_runtime(runtime)
     model, ck = load_model(checkpoint)
     ds = load_split(data, split, 1024, source_up_axis=up, channels=channels)
     if list(ds.class_names) != list(ck["class_names"]):
         raise CheckpointError(f"{ck['path']}: trained on {len(ck['class_names'])} classes that differ from {data}'s "
                               f"{len(ds.class_names)}")
     idx = np.arange(len(ds)) if not limit or limit >= len(ds) else np.linspace(0, len(ds) - 1, limit).round().astype(int)
+    engine = create_engine(model, runtime, source=ck["path"])
     preds, forward_s = [], 0.0
     for lo in range(0, len(idx), batch_size):
         b = idx[lo : lo + batch_size]
-        pts = torch.from_numpy(ds.points[b] if views == "clean" else partial_benchmark(ds.points[b], severity, indices=b))
+        pts = ds.points[b] if views == "clean" else partial_benchmark(ds.points[b], severity, indices=b)
         # Timed: the model's forward pass over the batch (its sampling and grouping included), not
         # reading the dataset, making partial views or the metrics.
         t0 = time.perf_counter()
-        logits = model(pts)
+        logits = engine.logits(pts)
         forward_s += time.perf_counter() - t0
-        preds.append(logits.float().numpy())
+        preds.append(logits)
         if progress is not None:
             progress(min(lo + batch_size, len(idx)), len(idx))
     all_logits = np.concatenate(preds)
@@ -484,7 +547,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     m["ece_bins"] = ECE_BINS
     m["shapes_per_s"] = len(idx) / forward_s if forward_s > 0 else None
     m["batch_size"] = batch_size
-    m["threads"] = torch.get_num_threads()
+    m["threads"] = engine.threads
+    m["runtime"] = engine.runtime
     m["checkpoint"] = ck["path"]
     m["split"] = split
     m["views"] = views

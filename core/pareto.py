@@ -16,7 +16,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
              if c is not None and a is not None and c == c and a == a]
     valid.sort(key=lambda t: (t[0], -t[1], t[2]))  # cheapest first; of equal cost the most accurate
     front, best = [], float("-inf")
-    for c, a, i in valid:
+    for _cost, a, i in valid:
         if a > best:  # more accurate than every cheaper (or equally cheap, listed earlier) point
             front.append(i)
             best = a

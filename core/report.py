@@ -115,8 +115,25 @@ def _js_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return 0.5 * (p * np.log(p / m)).sum(1) + 0.5 * (q * np.log(q / m)).sum(1)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def repo_path(p) -> str:
+    """``p`` as the report shows it and its commands use it: relative to the repository root (the
+    commands are run from there) when it lies inside it or beside it, else absolute."""
+    a = Path(p).resolve()
+    rel = os.path.relpath(a, ROOT)
+    return rel if not rel.startswith(os.pardir + os.sep + os.pardir) else str(a)
+
+
+def _example_of(ds, c: int, shape: int) -> np.ndarray:
+    """The first test shape of class ``c`` other than ``shape`` (a picture of what ``c`` looks like)."""
+    idx = np.flatnonzero(ds.labels == c)
+    return ds.points[next((int(k) for k in idx if k != shape), int(idx[0]))]
+
+
 def _quote(p) -> str:
-    return shlex.quote(str(p))
+    return shlex.quote(repo_path(p))
 
 
 def reproduce_commands(req: ReportRequest, n_split: int, out: str = "report.html") -> list[tuple[str, str]]:
@@ -193,8 +210,9 @@ def collect_report(req: ReportRequest, progress=None, cancelled=None, out: str =
             partial = {"oa": pv["oa"], "macc": pv["macc"], "severity": req.severity, "n": pv["n"]}
         cfg = lm.model.model_config
         result["models"][role] = {
-            "checkpoint": lm.checkpoint, "sha256": _sha256(lm.checkpoint), "model": lm.name, "architecture": cfg.name,
-            "width": cfg.width, "params": lm.params, "macs": lm.macs, "size_bytes": lm.size_bytes,
+            "checkpoint": repo_path(lm.checkpoint), "sha256": _sha256(lm.checkpoint), "model": lm.name,
+            "architecture": cfg.name, "width": cfg.width, "params": lm.params, "macs": lm.macs,
+            "size_bytes": lm.size_bytes,
             "latency_ms": latency, "oa": ev["oa"], "macc": ev["macc"], "n": ev["n"],
             "per_class_acc": ev["per_class_acc"], "confusion": ev["confusion"],
             "ece": ev["ece"], "ece_bins": ev["ece_bins"], "temperature": temp["temperature"],
@@ -225,7 +243,6 @@ def collect_report(req: ReportRequest, progress=None, cancelled=None, out: str =
     dis = np.flatnonzero(tp != sp)
     dis = dis[np.argsort(-js[dis], kind="stable")][:req.disagreements]
     shape_ids = list(ds.shape_ids) if len(ds.shape_ids) == n_split else [str(i) for i in range(n_split)]
-    first_of_class = {int(c): int(np.flatnonzero(ds.labels == c)[0]) for c in np.unique(ds.labels)}
     disagreements = [{
         "index": int(indices[i]), "shape_id": str(shape_ids[indices[i]]), "label": names[labels[i]],
         "teacher": names[tp[i]], "teacher_conf": float(pt[i].max()), "student": names[sp[i]],
@@ -236,7 +253,7 @@ def collect_report(req: ReportRequest, progress=None, cancelled=None, out: str =
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine, "machine_line": format_machine(machine), "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "data": str(req.data), "split": "test", "n": int(n), "n_split": int(n_split), "limit": req.limit,
+        "data": repo_path(req.data), "split": "test", "n": int(n), "n_split": int(n_split), "limit": req.limit,
         "temperature_shapes": t_shapes, "class_names": names, "per_class": per_class, "confusion_changes": changes,
         "agreement": float((tp == sp).mean()), "disagreeing": int((tp != sp).sum()),
         "disagreements": disagreements, "partial": req.partial, "severity": req.severity,
@@ -246,8 +263,8 @@ def collect_report(req: ReportRequest, progress=None, cancelled=None, out: str =
     result["_arrays"] = {
         "confusion_diff": diff,
         "points": [ds.points[indices[i]] for i in dis],
-        "teacher_examples": [ds.points[first_of_class[int(tp[i])]] for i in dis],
-        "student_examples": [ds.points[first_of_class[int(sp[i])]] for i in dis],
+        "teacher_examples": [_example_of(ds, int(tp[i]), int(indices[i])) for i in dis],
+        "student_examples": [_example_of(ds, int(sp[i]), int(indices[i])) for i in dis],
         "progress": tick,
     }
     return result
@@ -433,6 +450,11 @@ pre { padding: .6em; white-space: pre-wrap; word-break: break-all; }
 """
 
 
+SECTIONS = (("models", "models"), ("per-class", "accuracy per class"), ("confusion", "confusion difference"),
+            ("calibration", "calibration"), ("disagreements", "disagreements"), ("partial", "partial views"),
+            ("reproduce", "reproduce"))
+
+
 def _human(n: float, unit: str = "") -> str:
     for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= div:
@@ -462,8 +484,8 @@ def render_html(r: dict) -> str:
            "<h1>What the compression kept: teacher vs student</h1>",
            f"<p>Dataset <code>{e(r['data'])}</code>, measured on {subset}. Built {e(r['created'])} on "
            f"<b>{e(r['machine_line'])}</b>, torch {e(r['machine']['torch'])}, {threads}{load}.</p>",
-           "<p class='note'>Sections: 1 models · 2 accuracy per class · 3 confusion difference · 4 calibration · "
-           "5 disagreements · 6 partial views · 7 reproduce.</p>"]
+           "<p class='note'>Sections: " + " · ".join(
+               f"<a href='#{anchor}'>{k} {title}</a>" for k, (anchor, title) in enumerate(SECTIONS, 1)) + ".</p>"]
 
     # 1 models
     out.append("<h2 id='models'>1. The two models</h2><table><tr><th></th><th>teacher</th><th>student</th>"

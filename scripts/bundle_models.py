@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from archive_runs import portable_path, portable_paths_in  # noqa: E402
+from archive_runs import portable_path, portable_paths_in
 
 
 def calibrate_bundled(path: Path, data: str) -> dict:

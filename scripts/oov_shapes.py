@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data.preprocess import prepare_points  # noqa: E402
+from core.data.preprocess import prepare_points
 
 
 def _tube(curve: np.ndarray, radius: float, rng: np.random.Generator, n: int = 6000) -> np.ndarray:

@@ -29,16 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from core.data.datasets import load_split  # noqa: E402
-from core.data.io import load_point_cloud  # noqa: E402
-from core.data.orient import UP_AXES, convert_up_axis, turn_z_up_to  # noqa: E402
-from core.data.preprocess import prepare_points  # noqa: E402
-from core.data.scene import check_scene, find_objects  # noqa: E402
-from core.engine.machine import machine_line  # noqa: E402
-from core.inference import Comparison, LoadedModel  # noqa: E402
-from core.vocabulary import (SCORES, auroc, calibration_indices, model_logits, resample_half,  # noqa: E402
+from core.data.datasets import load_split
+from core.data.io import load_point_cloud
+from core.data.orient import UP_AXES, convert_up_axis, turn_z_up_to
+from core.data.preprocess import prepare_points
+from core.data.scene import check_scene, find_objects
+from core.engine.machine import machine_line
+from core.inference import Comparison, LoadedModel
+from core.vocabulary import (SCORES, auroc, calibration_indices, model_logits, resample_half,
                              vocabulary_score)
-from oov_shapes import oov_shapes  # noqa: E402
+from oov_shapes import oov_shapes
 
 REAL_OOV = [("cow.obj", "y"), ("teapot.obj", "y"), ("bun_zipper.ply", "y"), ("knot.ply", "z")]
 
@@ -98,7 +98,7 @@ def scene_study(test, scans: Path | None, limit: int) -> list[str]:
              f"- Single objects: ModelNet40 test shapes made as dense as a scan (4,096 points): "
              f"**{np.mean(called):.1%}** of {len(idx)} called scenes."]
     counts = []
-    for k in range(30):
+    for _k in range(30):
         names = rng.choice(len(test), rng.integers(2, 6), replace=False)
         floor = np.c_[rng.uniform(-1.5, 1.5, (36000, 2)), rng.normal(0, 0.002, 36000)]
         parts = [floor]

@@ -32,7 +32,7 @@ def find_browser(explicit: str | None = None) -> str | None:
     return next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
 
 
-def screenshot(html: Path, out: Path, browser: str, width: int = 1000, height: int = 2600, timeout: float = 120) -> Path:
+def screenshot(html: Path, out: Path, browser: str, width: int = 1000, height: int = 1500, timeout: float = 120) -> Path:
     """``html`` rendered at ``width`` x ``height`` CSS pixels (the top of the page) into ``out``.
 
     Network access is refused (a proxy that does not exist), so a page that needed anything outside
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots" / "report.png")
     p.add_argument("--browser", default=None, help="a Chromium executable (default: the first found on PATH)")
     p.add_argument("--width", type=int, default=1000)
-    p.add_argument("--height", type=int, default=2600)
+    p.add_argument("--height", type=int, default=1500)
     args = p.parse_args(argv)
     browser = find_browser(args.browser)
     if browser is None:

@@ -40,7 +40,7 @@ def scene_objects(win, wait, settle, out: Path) -> Path | None:
     win.compare.up_axis.setCurrentIndex(0)  # auto
     win.color_mode.setCurrentIndex(2)  # the scan's own colours: the boxes stand out
     win.open_path(str(path))
-    wait(lambda: bool(got) and got[-1]["shape_path"] == str(path), 120)
+    wait(lambda path=path: bool(got) and got[-1]["shape_path"] == str(path), 120)
     win.compare.find_objects()
     wait(lambda: bool(found), 120)
     if found and found[0]:
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         win.compare.up_axis.setCurrentIndex(0)  # auto: the format's axis, else an estimate (the bunny: y)
         got.clear()
         win.open_path(str(path))
-        wait(lambda: bool(got) and got[-1]["shape_path"] == str(path), 120)
+        wait(lambda path=path: bool(got) and got[-1]["shape_path"] == str(path), 120)
         if name == "compare_scan_rgb":
             win.color_mode.setCurrentIndex(2)
         settle(2.0)

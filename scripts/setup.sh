@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS="libusb-1.0-0 libtcmalloc-minimal4 libgomp1 libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libglib2.0-0 libfontconfig1 libxkbcommon0 libdbus-1-3"
+# chromium-headless-shell: the report's browser check (tests/test_report.py, scripts/report_screenshot.py)
+DEBS="libusb-1.0-0 libtcmalloc-minimal4 libgomp1 libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libglib2.0-0 libfontconfig1 libxkbcommon0 libdbus-1-3 chromium-headless-shell"
 missing=""
 for pkg in $DEBS; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"

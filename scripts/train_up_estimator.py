@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as main.py: spinning threads crawl on a shared CPU
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data.datasets import load_split  # noqa: E402
-from core.data.orient import UP_AXES, turn_z_up_to  # noqa: E402
-from core.engine.checkpoint import atomic_save, load_model, read_checkpoint  # noqa: E402
-from core.inference import PROBE_KEY, candidate_views, pick_axes, probe_log_probabilities, view_embedding  # noqa: E402
+from core.data.datasets import load_split
+from core.data.orient import UP_AXES, turn_z_up_to
+from core.engine.checkpoint import atomic_save, load_model, read_checkpoint
+from core.inference import PROBE_KEY, candidate_views, pick_axes, probe_log_probabilities, view_embedding
 
 MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 

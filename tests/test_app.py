@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtCore import QSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANS = ROOT.parent / "shared" / "data" / "scans"
@@ -397,7 +397,7 @@ def test_resizing_the_view_keeps_the_camera(qtbot, window):
     after = window.viewer.current_image()
     ax = _object_box(after)
     # same pose and vertical field of view: the object's height relative to the frame's is unchanged
-    rel = lambda b, img: (b[3] - b[1]) / img.height()  # noqa: E731
+    rel = lambda b, img: (b[3] - b[1]) / img.height()
     assert abs(rel(ax, after) - rel(bx, before)) < 0.05
 
 
@@ -761,7 +761,7 @@ def test_both_model_cards_fit_at_first_start_size_and_1280x800(qtbot, window):
     for size in (MainWindow.FIRST_START_SIZE, (1280, 800)):
         window.resize(*size)
         # the window can take the size: its minimum width is not forced up by the panel's contents
-        qtbot.waitUntil(lambda: (window.width(), window.height()) == size, timeout=5000)
+        qtbot.waitUntil(lambda size=size: (window.width(), window.height()) == size, timeout=5000)
         qtbot.wait(300)
         panel = window.compare
         panel_rect = panel.rect().translated(panel.mapTo(window, panel.rect().topLeft()))

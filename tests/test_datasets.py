@@ -89,7 +89,7 @@ def test_custom_class_folders_without_splits(tmp_path, cache):
     assert lay.kind == "class_folders" and "20%" in lay.note
     train, test = load_split(root, "train", P, progress=False), load_split(root, "test", P, progress=False)
     assert (len(train), len(test)) == (16, 4)
-    pairs = lambda ds: set(zip(ds.labels.tolist(), ds.shape_ids))  # noqa: E731
+    pairs = lambda ds: set(zip(ds.labels.tolist(), ds.shape_ids))
     assert not pairs(train) & pairs(test) and len(pairs(train) | pairs(test)) == 20
     assert np.bincount(test.labels).tolist() == [2, 2]  # 20% of each class
     assert len(load_split(root, "all", P, progress=False)) == 20

@@ -228,7 +228,7 @@ class RefDGCNN(nn.Module):
         self.k = k
         self.bn1, self.bn2, self.bn3, self.bn4 = (nn.BatchNorm2d(c) for c in (64, 64, 128, 256))
         self.bn5 = nn.BatchNorm1d(emb_dims)
-        act = lambda: nn.LeakyReLU(negative_slope=0.2)  # noqa: E731
+        act = lambda: nn.LeakyReLU(negative_slope=0.2)
         self.conv1 = nn.Sequential(nn.Conv2d(6, 64, 1, bias=False), self.bn1, act())
         self.conv2 = nn.Sequential(nn.Conv2d(128, 64, 1, bias=False), self.bn2, act())
         self.conv3 = nn.Sequential(nn.Conv2d(128, 128, 1, bias=False), self.bn3, act())

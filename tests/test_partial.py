@@ -108,7 +108,7 @@ def test_resampling_is_prepare_points():
     for n in (100, 1024, 3000, 9000):  # repeat, keep, FPS, random cut then FPS
         xyz = rng.normal(size=(n, 3)).astype(np.float32)
         rows = partial._resample_indices(n, xyz, 1024, seed=7)
-        np.testing.assert_allclose(partial.normalize_unit_sphere(xyz[rows]), prepare_points(xyz, 1024, seed=7),
+        np.testing.assert_allclose(partial.normalize_unit_sphere(xyz[rows]), prepare_points(xyz, 1024, seed=7, method="fps_dataset"),
                                    atol=1e-6)
 
 

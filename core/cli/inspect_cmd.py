@@ -107,7 +107,7 @@ def run(args) -> int:
             f"{info['points_read']:,} surface samples" if info["kind"] == "mesh"
             else f"point cloud, {info['points_in_file']:,} points")
     b, bp = info["bounds"], info["bounds_prepared"]
-    fmt = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v) + ")"  # noqa: E731
+    fmt = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
     print(f"file      {info['path']}\nformat    {info['format']}: {what}"
           f"{' with ' + ' and '.join(extra) if extra else ''}")
     if info["layout"]:

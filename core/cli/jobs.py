@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from core.cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR
-from core.cli.options import add_channels_option
+from core.cli.options import add_channels_option, add_runtime_option
 from core.data.io import check_channels
 from core.data.orient import UP_AXES, UP_CHOICES
 from core.errors import T3DError
@@ -106,6 +106,7 @@ def add_commands(sub) -> None:
                         "(hidden point removal), sparser and noisier, like a single scan")
     p.add_argument("--severity", type=int, choices=[1, 2, 3], default=2,
                    help="partial views only: 1 mild, 2 middle, 3 hard (fewer points kept, more noise, closer camera)")
+    add_runtime_option(p)
     p.add_argument("--fit-temperature", type=int, nargs="?", const=1000, default=0, metavar="SHAPES",
                    help="also fit a temperature on SHAPES (default 1000, at most 1000) evenly spread shapes of the "
                         "TRAINING split and report the ECE after temperature scaling (costs their forward passes)")
@@ -149,6 +150,7 @@ def add_commands(sub) -> None:
                    help="up axis of the file: auto (the format's, else estimated) or a signed axis (default auto)")
     add_channels_option(p)
     p.add_argument("--objects", action="store_true", help="find the objects of a scene and predict each")
+    add_runtime_option(p)
     p.add_argument("--json", action="store_true", help="one file: its answer as one JSON object")
     p.add_argument("--jsonl", action="store_true",
                    help="one JSON object per line and file: --json's object plus path, or path and error")
@@ -262,14 +264,14 @@ def run_evaluate(args) -> int:
         raise T3DError(f"--fit-temperature takes 1 to 1000 training shapes (got {args.fit_temperature})")
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, limit=args.limit, up=args.up,
                                  channels=args.channels, views=args.views, severity=args.severity,
-                                 temperature_shapes=args.fit_temperature)
+                                 temperature_shapes=args.fit_temperature, runtime=args.runtime)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "confusion"}))
     else:
         views = f" (partial views, severity {args.severity})" if args.views == "partial" else ""
         print(f"{result['checkpoint']}: OA {result['oa'] * 100:.2f}%  mAcc {result['macc'] * 100:.2f}%  "
               f"on {result['n']} {args.split} shapes{views}, {result['shapes_per_s']:.1f} shapes/s "
-              f"(forward passes, batch {result['batch_size']}, {result['threads']} threads)")
+              f"(forward passes, batch {result['batch_size']}, {result['threads']} threads, {result['runtime']})")
         print(f"ECE {result['ece'] * 100:.2f}% ({result['ece_bins']} equal-width confidence bins)" +
               (f"; after temperature scaling (T = {result['temperature']:.3f}, fitted on the "
                f"{result['temperature_fitted_on']}): ECE {result['ece_temperature_scaled'] * 100:.2f}%"
@@ -286,7 +288,7 @@ def run_predict(args) -> int:
     several = len(args.path) > 1 or Path(args.path[0]).is_dir()
     if several and args.json:
         raise T3DError("--json prints one file's answer: for folders or several files use --jsonl")
-    comp = Comparison.from_paths(args.teacher, args.student)
+    comp = Comparison.from_paths(args.teacher, args.student, runtime=args.runtime)
     if several or args.jsonl or args.csv:
         return _predict_files(comp, args)
     result = comp.predict_file(args.path[0], top=args.top, up=args.up, channels=args.channels, objects=args.objects)
@@ -303,7 +305,8 @@ def run_predict(args) -> int:
         r = result[role]
         known = {True: "", False: "  (not in its vocabulary: it does not know this kind of object)",
                  None: "  (uncalibrated: no in-vocabulary decision)"}[r["in_vocabulary"]]
-        print(f"{role}: {Path(r['checkpoint']).name} ({r['params']:,} params, {r['latency_ms']:.1f} ms){known}")
+        print(f"{role}: {Path(r['checkpoint']).name} ({r['params']:,} params, {r['latency_ms']:.1f} ms, "
+              f"{r['end_to_end_ms']:.1f} ms with preprocessing, {r['runtime']}){known}")
         for t in r["top"]:
             print(f"  {t['class']:<14}{t['prob'] * 100:6.1f}%")
     print(f"verdict: {result['verdict'].replace('_', ' ')}")

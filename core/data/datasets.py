@@ -350,7 +350,7 @@ def load_split(root: str | os.PathLike, split: str = "train", num_points: int = 
             with np.load(cache, allow_pickle=False) as z:
                 return DatasetArrays(z["points"], z["labels"], list(lay.class_names),
                                      z["shape_ids"].tolist(), **meta)
-        except Exception:  # noqa: BLE001 - a damaged or foreign cache file is rebuilt
+        except Exception:
             pass
     if lay.kind in FILE_LAYOUTS:
         pts, labels, ids = _build_from_files(lay, sources, num_points, up, progress, workers, channels)
@@ -401,7 +401,7 @@ def _prepare_file(path: Path, num_points: int, up: str, channels: int | None = N
     from core.data.preprocess import prepare_points
 
     cloud = load_point_cloud(path, num_samples=max(4 * num_points, 2048), channels=channels)
-    return prepare_points(cloud.xyz, num_points=num_points, up_axis=up)
+    return prepare_points(cloud.xyz, num_points=num_points, up_axis=up, method="fps_dataset")
 
 
 def _build_from_files(lay: DatasetLayout, sources: list, num_points: int, up: str, progress,
@@ -463,7 +463,7 @@ def _build_from_h5(lay: DatasetLayout, files: list[Path], num_points: int, up: s
             out = np.empty((len(data), num_points, 3), dtype=np.float32)
             for i in range(len(data)):
                 try:
-                    out[i] = prepare_points(data[i, :, :3], num_points=num_points, up_axis=up)
+                    out[i] = prepare_points(data[i, :, :3], num_points=num_points, up_axis=up, method="fps_dataset")
                 except T3DError as exc:
                     raise DatasetError(f"{f}: shape {i}: {exc}") from None
                 update(1)

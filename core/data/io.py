@@ -306,7 +306,7 @@ def _sniff(p: Path) -> tuple[str | None, bool]:
     first = next((ln for ln in low.splitlines() if ln.strip() and not ln.lstrip().startswith(b"#")), b"")
     if re.match(rb"\s*(st)?c?n?4?off", first) and not first.lstrip().startswith(b"offset"):
         return "off", False
-    if low.startswith(b"# .pcd") or (b"\nfields " in low and b"\ndata " in low) or low.startswith(b"version"):
+    if low.startswith((b"# .pcd", b"version")) or (b"\nfields " in low and b"\ndata " in low):
         return "pcd", False
     if low.startswith(b"solid") and b"facet" in low:
         return "stl", False

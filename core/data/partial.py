@@ -116,7 +116,7 @@ def visible_points(xyz: np.ndarray, camera, radius_factor: float = HPR_RADIUS_FA
 
 
 def _resample_indices(n: int, xyz: np.ndarray, num_points: int, seed: int) -> np.ndarray:
-    """The rows :func:`prepare_points` (method 'fps') would take from an n-point finite cloud."""
+    """The rows :func:`prepare_points` (method 'fps_dataset') would take from an n-point finite cloud."""
     rng = np.random.default_rng(seed)
     if n > num_points:
         sub = np.arange(n)

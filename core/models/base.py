@@ -96,9 +96,17 @@ class ClassifierBase(nn.Module):
         """Models with equal keys can share :meth:`compute_grouping`'s output."""
         return None
 
-    def compute_grouping(self, xyz: torch.Tensor, start: torch.Tensor | None = None):
-        """Sampling/grouping indices for ``xyz`` (None for models without any)."""
+    def compute_grouping(self, xyz: torch.Tensor, start: torch.Tensor | None = None, impl: str = "eager"):
+        """Sampling/grouping indices for ``xyz`` (None for models without any). ``impl``
+        (``eager``, ``native``, ``traceable``) chooses how they are computed, never what they are."""
         return None
+
+    def inference_module(self, num_points: int = 1024) -> "InferenceModule":
+        """This model (eval mode) as ``forward(points, *grouping_inputs) -> logits`` for clouds of
+        ``num_points`` points, with its sampling/grouping given as inputs: what
+        :mod:`core.runtime` runs in torch and exports to ONNX. Subclasses may return a form made
+        for inference (same function, fewer operations)."""
+        return GroupedForward(self, num_points)
 
     @property
     def feature_dim(self) -> int:
@@ -206,6 +214,80 @@ class ClassifierBase(nn.Module):
         return plain
 
 
+class InferenceModule(nn.Module):
+    """``forward(points, *inputs) -> logits`` where ``inputs`` are :meth:`grouping_inputs` of the
+    model's sampling/grouping for ``points`` (B, num_points, 3); :attr:`input_names` names them."""
+
+    num_points: int
+    input_names: list[str]
+
+    def grouping_inputs(self, grouping) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+
+class GroupedForward(InferenceModule):
+    """Any classifier as an :class:`InferenceModule`: its own forward, its grouping (whatever
+    nesting of tensors :meth:`ClassifierBase.compute_grouping` returns) passed as flat inputs."""
+
+    def __init__(self, model: ClassifierBase, num_points: int = 1024) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.num_points = num_points
+        example = torch.linspace(-1, 1, num_points * 3).reshape(1, num_points, 3)
+        self._spec = _tree_spec(model.compute_grouping(example))
+        self.input_names = ["points"] + [f"grouping{i}" for i in range(_count_leaves(self._spec))]
+
+    def grouping_inputs(self, grouping) -> list[torch.Tensor]:
+        leaves: list[torch.Tensor] = []
+        _flatten(grouping, leaves)
+        return leaves
+
+    def forward(self, points: torch.Tensor, *leaves: torch.Tensor) -> torch.Tensor:
+        return self.model(points, _unflatten(self._spec, iter(leaves)))
+
+
+def _tree_spec(tree):
+    """The shape of a nesting of lists, tuples and dicts of tensors (``"T"`` for a tensor)."""
+    if torch.is_tensor(tree):
+        return "T"
+    if isinstance(tree, dict):
+        return {k: _tree_spec(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_tree_spec(v) for v in tree]
+    return None
+
+
+def _count_leaves(spec) -> int:
+    if spec == "T":
+        return 1
+    if isinstance(spec, dict):
+        return sum(_count_leaves(v) for v in spec.values())
+    if isinstance(spec, list):
+        return sum(_count_leaves(v) for v in spec)
+    return 0
+
+
+def _flatten(tree, out: list) -> None:
+    if torch.is_tensor(tree):
+        out.append(tree)
+    elif isinstance(tree, dict):
+        for v in tree.values():
+            _flatten(v, out)
+    elif isinstance(tree, (list, tuple)):
+        for v in tree:
+            _flatten(v, out)
+
+
+def _unflatten(spec, leaves):
+    if spec == "T":
+        return next(leaves)
+    if isinstance(spec, dict):
+        return {k: _unflatten(v, leaves) for k, v in spec.items()}
+    if isinstance(spec, list):
+        return [_unflatten(v, leaves) for v in spec]
+    return None
+
+
 def _permute(t: torch.Tensor, dim: int, perm: torch.Tensor, optimizer) -> None:
     t.copy_(t.index_select(dim, perm))
     if optimizer is None:
@@ -213,7 +295,7 @@ def _permute(t: torch.Tensor, dim: int, perm: torch.Tensor, optimizer) -> None:
     state = optimizer.state.get(t)
     if not state:
         return
-    for key, value in state.items():
+    for _key, value in state.items():
         if torch.is_tensor(value) and value.shape == t.shape:
             value.copy_(value.index_select(dim, perm))
 
@@ -243,4 +325,4 @@ def reestimate_bn(model: nn.Module, batches, grouping_fn=None) -> None:
     model.train(was_training)
 
 
-__all__ = ["ClassifierBase", "ClassifierHead", "ModelConfig", "reestimate_bn", "F"]
+__all__ = ["ClassifierBase", "ClassifierHead", "GroupedForward", "InferenceModule", "ModelConfig", "reestimate_bn", "F"]

@@ -59,7 +59,7 @@ class DGCNN(ClassifierBase):
         return ("dgcnn", self.k)
 
     @torch.no_grad()
-    def compute_grouping(self, xyz: torch.Tensor, start=None):
+    def compute_grouping(self, xyz: torch.Tensor, start=None, impl: str = "eager"):
         return knn(xyz, self.k)
 
     def forward_features(self, points: torch.Tensor, grouping=None) -> torch.Tensor:

@@ -244,6 +244,17 @@ class LinearBNAct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.post(self.linear(x))
 
+    @torch.no_grad()
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight ``(out, in)`` and bias ``(out,)`` of this layer with its BatchNorm's running
+        statistics folded in: ``bn(linear(x)) == x @ w.t() + b`` in eval mode (computed in float64,
+        returned in float32). For inference only: the activation is not included."""
+        w, b = self.linear.effective_weight()
+        c, bn = w.shape[0], self.bn
+        scale = bn.weight[:c].double() / torch.sqrt(bn.running_var[:c].double() + bn.eps)
+        shift = (b.double() if b is not None else 0.0) - bn.running_mean[:c].double()
+        return (w.double() * scale.unsqueeze(1)).float(), (shift * scale + bn.bias[:c].double()).float()
+
     def post(self, y: torch.Tensor, pre_bias: torch.Tensor | None = None) -> torch.Tensor:
         """BN and activation of an already computed linear output (``pre_bias``: the linear
         bias left out of ``y``, see :meth:`SlimBatchNorm.forward`)."""
@@ -672,3 +683,78 @@ def knn(x: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the ``k`` nearest neighbours of every point (itself included): (B, N, k)."""
     d = square_distance(x.detach(), x.detach())
     return d.topk(min(k, x.shape[1]), dim=-1, largest=False, sorted=True)[1]
+
+
+# ---------------------------------------------------------------------------------------
+# The same sampling and grouping from operations that export to a graph (ONNX, TorchScript):
+# tracing unrolls the FPS loop, so each step must be few nodes. Same indices as above (tested).
+# ---------------------------------------------------------------------------------------
+
+
+def pairwise_sq_dist_exact(xyz: torch.Tensor) -> torch.Tensor:
+    """``d[b, c, j] = sum_k (xyz[b, j, k] - xyz[b, c, k])^2`` (B, N, N), summed in index order.
+
+    Differences and sums in the order eager FPS uses, hence bit-identical to its distances (a
+    matmul expansion is not).
+    """
+    out = None
+    for k in range(xyz.shape[-1]):
+        coord = xyz[..., k]
+        diff = coord.unsqueeze(1) - coord.unsqueeze(2)
+        sq = diff * diff
+        out = sq if out is None else out + sq
+    return out
+
+
+class _GatherRows(torch.autograd.Function):
+    """``mat[b, idx[b, 0]]`` for every ``b``: (B, N, M), (B, 1) -> (B, M); one ONNX node."""
+
+    @staticmethod
+    def forward(ctx, mat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return mat.gather(1, idx.unsqueeze(-1).expand(-1, -1, mat.shape[-1])).squeeze(1)
+
+    @staticmethod
+    def symbolic(g, mat, idx):
+        return g.op("GatherND", mat, idx, batch_dims_i=1)
+
+
+def farthest_point_sample_pairwise(xyz: torch.Tensor, npoint: int) -> torch.Tensor:
+    """Farthest point sampling from point 0 on a precomputed distance matrix: (B, N, 3) -> (B, npoint).
+
+    Same indices as :func:`farthest_point_sample` with ``start=None``; costs ``N x N`` memory per
+    cloud (4 MiB at 1024 points). In ONNX each step is three nodes (GatherND, Min, ArgMax).
+    """
+    n = xyz.shape[1]
+    npoint = min(npoint, n)
+    dist_mat = pairwise_sq_dist_exact(xyz.detach())  # (B, N, N)
+    far = torch.zeros_like(xyz[:, :1, 0], dtype=torch.long)  # (B, 1)
+    picked = [far]
+    dist = None
+    for _ in range(npoint - 1):
+        if torch.onnx.is_in_onnx_export():
+            row = _GatherRows.apply(dist_mat, far)
+        else:  # TorchScript cannot serialise a Python autograd.Function
+            row = _GatherRows.forward(None, dist_mat, far)
+        dist = row if dist is None else torch.minimum(dist, row)
+        far = dist.argmax(-1, keepdim=True)
+        picked.append(far)
+    return torch.cat(picked, 1)
+
+
+def ball_query_by_flag(xyz: torch.Tensor, centres: torch.Tensor, radius: float, nsample: int) -> torch.Tensor:
+    """:func:`ball_query` for ONNX: TopK over a 0/1 "outside the ball" flag.
+
+    ONNX TopK (opset >= 11) breaks ties by the lower index, so the smallest flags come as the
+    points inside the ball in index order: the same indices as the eager key ``index (+N if
+    outside)``, without building that key (its Where/Add over S x N were most of the tiny
+    model's grouping time). Not for eager use: ``torch.topk`` does not promise that tie order.
+    """
+    n = xyz.shape[1]
+    d = square_distance(centres.detach(), xyz.detach())
+    outside = (d > radius * radius).to(d.dtype)
+    k = min(nsample, n)
+    flags, idx = outside.topk(k, dim=-1, largest=False, sorted=True)
+    idx = torch.where(flags > 0, idx[..., :1].expand_as(idx), idx)
+    if k < nsample:
+        idx = torch.cat([idx, idx[..., :1].expand(*idx.shape[:-1], nsample - k)], dim=-1)
+    return idx

@@ -20,6 +20,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from core import native
+
 from . import layers
 from .layers import (
     LinearBNAct,
@@ -27,11 +29,13 @@ from .layers import (
     SlimLinear,
     WidthSpec,
     ball_query,
+    ball_query_by_flag,
     count_linear_macs,
     farthest_point_sample,
+    farthest_point_sample_pairwise,
     gather_points,
 )
-from .base import ClassifierBase, ClassifierHead
+from .base import ClassifierBase, ClassifierHead, InferenceModule
 
 
 @dataclass(frozen=True)
@@ -135,23 +139,62 @@ class PointNet2(ClassifierBase):
         return ("pointnet2", tuple((sa.npoint, sa.radii, sa.nsamples) for sa in self.layout))
 
     @torch.no_grad()
-    def compute_grouping(self, xyz: torch.Tensor, start: torch.Tensor | None = None) -> list[dict]:
+    def compute_grouping(self, xyz: torch.Tensor, start: torch.Tensor | None = None, impl: str = "eager") -> list[dict]:
         """Sampling and grouping indices of every level for ``xyz`` (B, N, 3).
 
         ``start``: (B,) first FPS index of each cloud (``None``: point 0, deterministic).
+        ``impl``: how they are computed, always the same indices: ``eager`` (torch, any device
+        and dtype), ``native`` (compiled kernels of :mod:`core.native` on float32 CPU
+        tensors; eager where those do not apply), ``traceable`` (operations that export to a
+        graph; start at point 0).
         """
+        if impl == "native" and native.AVAILABLE and xyz.device.type == "cpu" and xyz.dtype == torch.float32:
+            return self._grouping_native(xyz, start)
+        if impl not in ("eager", "native", "traceable"):
+            raise ValueError(f"impl must be 'eager', 'native' or 'traceable', got {impl!r}")
+        traceable = impl == "traceable"
+        query = ball_query_by_flag if traceable and torch.onnx.is_in_onnx_export() else ball_query
         groups, cur = [], xyz
         for sa in self.layout:
             if sa.npoint is None:
                 groups.append({})
                 continue
-            centres_idx = farthest_point_sample(cur, sa.npoint, start)
+            if traceable:
+                centres_idx = farthest_point_sample_pairwise(cur, sa.npoint)
+            else:
+                centres_idx = farthest_point_sample(cur, sa.npoint, start)
             start = None
             centres = gather_points(cur, centres_idx)
-            nbrs = [ball_query(cur, centres, r, k) for r, k in zip(sa.radii, sa.nsamples)]
+            nbrs = [query(cur, centres, r, k) for r, k in zip(sa.radii, sa.nsamples)]
             groups.append({"centres": centres_idx, "neighbours": nbrs})
             cur = centres
         return groups
+
+    def _grouping_native(self, xyz: torch.Tensor, start: torch.Tensor | None) -> list[dict]:
+        """:meth:`compute_grouping` by the compiled kernels: FPS in :mod:`core.native`;
+        the ball query from ``-2 a.b`` and the squared norms computed by torch as
+        :func:`~core.models.layers.square_distance` computes them (one product per level, shared
+        by its radii), then the in-ball scan compiled."""
+        groups, cur = [], xyz.detach().contiguous()
+        start_np = None if start is None else start.cpu().numpy()
+        for sa in self.layout:
+            if sa.npoint is None:
+                groups.append({})
+                continue
+            centres_idx = torch.from_numpy(native.farthest_point_sample(cur.numpy(), sa.npoint, start_np))
+            start_np = None
+            centres = gather_points(cur, centres_idx)
+            with torch.autocast("cpu", enabled=False):
+                neg2_dot = (-2 * centres @ cur.transpose(1, 2)).numpy()
+                centre_sq, point_sq = centres.square().sum(-1).numpy(), cur.square().sum(-1).numpy()
+            nbrs = [torch.from_numpy(native.ball_query(neg2_dot, centre_sq, point_sq, r, k))
+                    for r, k in zip(sa.radii, sa.nsamples)]
+            groups.append({"centres": centres_idx, "neighbours": nbrs})
+            cur = centres
+        return groups
+
+    def inference_module(self, num_points: int = 1024) -> "PointNet2Inference":
+        return PointNet2Inference(self, num_points)
 
     def forward_features(self, points: torch.Tensor, grouping=None) -> torch.Tensor:
         if grouping is None:
@@ -160,6 +203,122 @@ class PointNet2(ClassifierBase):
         for level, group in zip(self.levels, grouping):
             xyz, feats = level(xyz, feats, group)
         return feats.squeeze(1)
+
+
+def _act(x: torch.Tensor, act: str) -> torch.Tensor:
+    if act == "relu":
+        return torch.relu(x)
+    if act == "leaky":
+        return torch.nn.functional.leaky_relu(x, 0.2)
+    return x
+
+
+class PointNet2Inference(InferenceModule):
+    """A :class:`PointNet2` in eval mode, made for inference: the same function in fewer operations.
+
+    Every BatchNorm is folded into the linear layer before it (:meth:`LinearBNAct.folded`), tensors
+    are 2-D rows ``(M, C)`` throughout, and each MLP's activation runs after the max over the group
+    (activations are non-decreasing). The grouping comes as flat row indices into the batch's
+    rows (:meth:`grouping_inputs`: per level the centres ``(B*S,)``, and per radius the neighbours
+    ``(B*S*K,)`` with each cloud's offset added and the group of each neighbour row ``(B*S*K,)``), so
+    each gather is one ``index_select`` (one ONNX ``Gather``).
+    Logits equal the model's up to float32 rounding (tested).
+    """
+
+    def __init__(self, model: PointNet2, num_points: int = 1024) -> None:
+        super().__init__()
+        self.num_points = num_points
+        self.input_names = ["points"]
+        self._levels: list[dict] = []
+        n = num_points
+        for li, (sa, level) in enumerate(zip(model.layout, model.levels)):
+            branches = []
+            for bi, mlp in enumerate(level.branches):
+                layers_ = []
+                for j, layer in enumerate(mlp.layers):
+                    w, b = layer.folded()
+                    name = f"l{li}b{bi}m{j}"
+                    if j == 0 and sa.npoint is not None:  # applied per point: xyz and feature columns apart
+                        self.register_buffer(name + "_xyz", w[:, :3].t().contiguous())
+                        self.register_buffer(name + "_feat", w[:, 3:].t().contiguous() if w.shape[1] > 3 else None)
+                    else:
+                        self.register_buffer(name + "_w", w.t().contiguous())
+                    self.register_buffer(name + "_b", b)
+                    layers_.append((name, layer.act))
+                branches.append({"layers": layers_, "k": None if sa.npoint is None else sa.nsamples[bi]})
+            if sa.npoint is None:
+                self._levels.append({"group_all": True, "rows": n, "branches": branches})
+                continue
+            s = min(sa.npoint, n)
+            self.input_names += [f"centres{li}"]
+            for bi in range(len(branches)):
+                self.input_names += [f"neighbours{li}_{bi}", f"group_of{li}_{bi}"]
+            self._levels.append({"group_all": False, "branches": branches})
+            n = s
+        self._head = []
+        for j, layer in enumerate(model.head.hidden):
+            w, b = layer.folded()
+            self.register_buffer(f"head{j}_w", w.t().contiguous())
+            self.register_buffer(f"head{j}_b", b)
+            self._head.append((f"head{j}", layer.act))
+        w, b = model.head.fc.effective_weight()
+        self.register_buffer("fc_w", w.detach().t().contiguous())
+        self.register_buffer("fc_b", b.detach().clone() if b is not None else torch.zeros(w.shape[0]))
+
+    def grouping_inputs(self, grouping: list[dict]) -> list[torch.Tensor]:
+        out, n = [], self.num_points
+        for g in grouping:
+            if not g:
+                continue
+            centres = g["centres"]
+            offset = torch.arange(centres.shape[0]).unsqueeze(1) * n
+            out.append((centres + offset).reshape(-1))
+            for nb in g["neighbours"]:
+                out.append((nb + offset.unsqueeze(2)).reshape(-1))
+                out.append(torch.arange(centres.numel()).repeat_interleave(nb.shape[-1]))
+            n = centres.shape[1]
+        return out
+
+    def _rest(self, h: torch.Tensor, layers_: list, k: int, first_done: bool) -> torch.Tensor:
+        """The layers after the first (``first_done``: ``h`` is the first's linear output), the
+        last one pooled over runs of ``k`` rows, then its activation."""
+        for j, (name, act) in enumerate(layers_):
+            if j == 0 and first_done:
+                if len(layers_) > 1:
+                    h = _act(h, act)
+                continue
+            h = torch.addmm(getattr(self, name + "_b"), h, getattr(self, name + "_w"))
+            if j < len(layers_) - 1:
+                h = _act(h, act)
+        return _act(h.reshape(-1, k, h.shape[-1]).amax(1), layers_[-1][1])
+
+    def forward(self, points: torch.Tensor, *index: torch.Tensor) -> torch.Tensor:
+        xyz, feats = points.reshape(-1, 3), None
+        index_iter = iter(index)
+        for level in self._levels:
+            if level["group_all"]:
+                rows = xyz if feats is None else torch.cat([xyz, feats], 1)
+                br = level["branches"][0]
+                feats = self._rest(rows, br["layers"], level["rows"], first_done=False)
+                continue
+            centres = xyz.index_select(0, next(index_iter))
+            outs = []
+            for br in level["branches"]:
+                nbr, group_of = next(index_iter), next(index_iter)
+                name = br["layers"][0][0]
+                w_xyz, w_feat = getattr(self, name + "_xyz"), getattr(self, name + "_feat")
+                per_point = torch.addmm(getattr(self, name + "_b"), xyz, w_xyz)
+                if w_feat is not None:
+                    per_point = per_point + feats @ w_feat
+                # The centre's term gathered to every row of its group: a same-shape subtraction
+                # (a broadcast one over the thin (B*S, K, C) tensor was most of ONNX Runtime's time).
+                h = per_point.index_select(0, nbr) - (centres @ w_xyz).index_select(0, group_of)
+                outs.append(self._rest(h, br["layers"], br["k"], first_done=True))
+            feats = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+            xyz = centres
+        for name, act in self._head:
+            feats = _act(torch.addmm(getattr(self, name + "_b"), feats, getattr(self, name + "_w")), act)
+        return torch.addmm(self.fc_b, feats, self.fc_w)
 
 
 def pointnet2_ssg(num_classes: int = 40, width: float = 1.0, aug_factors=(1.0,), **kw) -> PointNet2:
@@ -172,4 +331,4 @@ def pointnet2_msg(num_classes: int = 40, width: float = 1.0, aug_factors=(1.0,),
     return PointNet2(MSG_LAYOUT, num_classes, width, aug_factors, **kw)
 
 
-__all__ = ["PointNet2", "pointnet2_ssg", "pointnet2_msg", "LinearBNAct"]
+__all__ = ["PointNet2", "PointNet2Inference", "pointnet2_ssg", "pointnet2_msg", "LinearBNAct"]

@@ -1,0 +1,331 @@
+"""One inference engine for the app, ``predict``, ``evaluate`` and the benchmarks.
+
+An :class:`Engine` runs one classifier on prepared clouds ``(B, P, 3)`` and returns its logits.
+Sampling and grouping are computed outside any graph, by the model's own
+``compute_grouping(impl="native")`` (compiled kernels, the eager indices); the network then runs
+as the model's :meth:`~core.models.ClassifierBase.inference_module` in one of two runtimes:
+
+* ``torch``: that module in eager PyTorch (no export, nothing cached);
+* ``onnx``: that module exported to ONNX and run by ONNX Runtime. The exported graph is cached in
+  ``cache_dir()/runtime`` under a key made of the checkpoint's bytes (or, for a model without a
+  checkpoint, its weights and configuration), the export code's version
+  (:func:`export_code_version`), the ONNX Runtime version and the number of points, beside a JSON
+  record holding the key and the graph's SHA-256: only
+  the first use exports; a changed checkpoint gets a new key (its old graph is deleted); a cache
+  file that does not match its record, or that ONNX Runtime cannot load, is exported again.
+
+``auto`` measures both on this CPU (batch 1, after a warm-up call, median of interleaved calls)
+and keeps the faster; :attr:`Engine.measured_ms` says what was measured. Every engine has run one
+warm-up call when it is returned, so the first timed call a caller makes is not a cold one.
+
+Thread: any (the GUI builds and runs engines in its model worker).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.errors import T3DError
+from core.models import ClassifierBase
+
+RUNTIMES = ("torch", "onnx")
+RUNTIME_CHOICES = ("auto", *RUNTIMES)
+#: Bump when the exported graph changes in a way the source files below do not show (a new
+#: dependency's behaviour): cached graphs of another version are never used.
+EXPORT_VERSION = 1
+#: The export code: the key holds a hash of these files too, so an edit to the inference modules,
+#: the layers they fold or this module re-exports on first use instead of reusing an older graph.
+EXPORT_SOURCES = ("core/runtime.py", "core/native.py", "core/models/base.py", "core/models/layers.py", "core/models/pointnet2.py",
+                  "core/models/pointnet.py", "core/models/dgcnn.py")
+#: Calls per runtime when ``auto`` measures (after one warm-up call each).
+AUTO_ROUNDS = 5
+
+
+class RuntimeUnavailableError(T3DError):
+    """A runtime that was asked for by name cannot run this model here (the message says why)."""
+
+
+@dataclass
+class Engine:
+    """A classifier ready to run on one runtime. Build it with :func:`create_engine`."""
+
+    model: ClassifierBase
+    module: torch.nn.Module  # the model's inference module (core.models.base.InferenceModule)
+    runtime: str
+    threads: int
+    num_points: int
+    session: object | None = None  # onnxruntime.InferenceSession for "onnx"
+    exported: bool = False  # this engine's creation exported the graph (it was not in the cache)
+    onnx_path: Path | None = None
+    measured_ms: dict[str, float] = field(default_factory=dict)  # ``auto``: batch-1 median per runtime
+    note: str = ""  # why a runtime was not considered, if one was not
+
+    def logits(self, points: np.ndarray, profile: dict | None = None) -> np.ndarray:
+        """Logits (B, C) for prepared clouds ``points`` (B, P, 3) float32.
+
+        ``profile``: seconds spent in ``grouping`` and ``network`` are added to it.
+        """
+        x = np.ascontiguousarray(points, dtype=np.float32)
+        if x.ndim != 3 or x.shape[2] != 3:
+            raise ValueError(f"expected prepared clouds of shape (B, P, 3), got {x.shape}")
+        if x.shape[1] != self.num_points:
+            raise ValueError(f"this engine runs clouds of {self.num_points} points, got {x.shape[1]}")
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            xt = torch.from_numpy(x)
+            inputs = self.module.grouping_inputs(self.model.compute_grouping(xt, impl="native"))
+            t1 = time.perf_counter()
+            if self.session is None:
+                out = self.module(xt, *inputs).numpy()
+            else:
+                feed = {self.module.input_names[0]: x}
+                feed.update((n, t.numpy()) for n, t in zip(self.module.input_names[1:], inputs))
+                out = self.session.run(None, feed)[0]
+        if profile is not None:
+            t2 = time.perf_counter()
+            profile["grouping"] = profile.get("grouping", 0.0) + t1 - t0
+            profile["network"] = profile.get("network", 0.0) + t2 - t1
+        return out
+
+    def describe(self) -> str:
+        """One line: the runtime and, for ``auto``, what was measured."""
+        text = f"{self.runtime}, {self.threads} thread{'s' * (self.threads != 1)}"
+        if self.measured_ms:
+            text += " (measured: " + ", ".join(f"{k} {v:.2f} ms" for k, v in self.measured_ms.items()) + ")"
+        return text + (f"; {self.note}" if self.note else "")
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIME_CHOICES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIME_CHOICES)}, got {runtime!r}")
+    return runtime
+
+
+def create_engine(model: ClassifierBase, runtime: str = "auto", source: str | os.PathLike | None = None,
+                  threads: int | None = None, num_points: int = 1024) -> Engine:
+    """An engine for ``model`` on ``runtime`` (``auto``, ``torch`` or ``onnx``), warmed up.
+
+    Args:
+        model: a classifier (a network-augmentation supernet is reduced to its tiny model).
+        source: the checkpoint file the model was loaded from: its bytes key the ONNX cache (else
+            the model's weights and configuration do).
+        threads: CPU threads of each runtime and of the grouping kernels (default: torch's).
+        num_points: points per prepared cloud.
+
+    Raises:
+        RuntimeUnavailableError: ``onnx`` asked for by name and it cannot be used.
+    """
+    from core import native
+
+    check_runtime(runtime)
+    if model.is_augmentable:
+        model = model.export()
+    model = model.eval()
+    threads = int(threads or torch.get_num_threads())
+    native.warm_up()
+    module = model.inference_module(num_points).eval()
+    probe = probe_clouds(1, num_points)
+    engines: dict[str, Engine] = {}
+    note = ""
+    if runtime in ("auto", "torch"):
+        engines["torch"] = Engine(model, module, "torch", threads, num_points)
+    if runtime in ("auto", "onnx"):
+        try:
+            engines["onnx"] = _onnx_engine(model, module, source, threads, num_points)
+        except Exception as exc:  # auto falls back to torch, saying why
+            if runtime == "onnx":
+                raise RuntimeUnavailableError(f"the onnx runtime cannot run {model.model_config.name}: "
+                                              f"{_one_line(exc)}") from exc
+            note = f"onnx not used: {_one_line(exc)}"
+    for e in engines.values():
+        e.logits(probe)  # warm-up
+    if len(engines) == 1:
+        engine = next(iter(engines.values()))
+    else:
+        measured = _measure({k: (lambda e=e: e.logits(probe)) for k, e in engines.items()}, AUTO_ROUNDS)
+        engine = engines[min(measured, key=measured.get)]
+        engine.measured_ms = {k: v * 1e3 for k, v in measured.items()}
+        engine.exported = any(e.exported for e in engines.values())
+    engine.note = note
+    return engine
+
+
+def probe_clouds(batch: int, num_points: int = 1024, seed: int = 0) -> np.ndarray:
+    """``batch`` clouds of ``num_points`` points, prepared as real ones (centred, unit sphere): the
+    warm-up and measurement input (sampling and grouping cost depends on the geometry a little)."""
+    rng = np.random.default_rng(seed)
+    pts = rng.normal(size=(batch, num_points, 3)) * [1.0, 0.6, 0.3]
+    pts -= pts.mean(1, keepdims=True)
+    pts /= np.linalg.norm(pts, axis=2).max(1)[:, None, None]
+    return pts.astype(np.float32)
+
+
+def _measure(calls: dict, rounds: int) -> dict[str, float]:
+    """Median seconds per call of each entry of ``calls``, interleaved round by round."""
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(rounds):
+        for k, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# The ONNX runtime and its cache
+
+
+def model_fingerprint(model: ClassifierBase, source: str | os.PathLike | None = None) -> str:
+    """SHA-256 of the checkpoint file's bytes, or of the model's configuration and weights."""
+    h = hashlib.sha256()
+    if source is not None and Path(source).is_file():
+        with open(source, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    h.update(json.dumps(model.model_config.to_dict(), sort_keys=True).encode())
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_folder() -> Path:
+    from core.data.datasets import cache_dir
+
+    d = cache_dir() / "runtime"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+_code_hash: str | None = None
+
+
+def export_code_version() -> str:
+    """:data:`EXPORT_VERSION` and the SHA-256 (first 16 hex digits) of :data:`EXPORT_SOURCES`."""
+    global _code_hash
+    if _code_hash is None:
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256()
+        for rel in EXPORT_SOURCES:
+            h.update(rel.encode() + b"\0" + (root / rel).read_bytes())
+        _code_hash = h.hexdigest()[:16]
+    return f"{EXPORT_VERSION}-{_code_hash}"
+
+
+def _cache_key(fingerprint: str, num_points: int) -> dict:
+    import onnxruntime
+
+    return {"fingerprint": fingerprint, "export_code": export_code_version(),
+            "onnxruntime": onnxruntime.__version__, "num_points": int(num_points)}
+
+
+def _key_name(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _onnx_engine(model, module, source, threads: int, num_points: int) -> Engine:
+    key = _cache_key(model_fingerprint(model, source), num_points)
+    path = cache_folder() / f"{model.model_config.name}-{_key_name(key)}.onnx"
+    record = path.with_suffix(".json")
+    exported = False
+    data = _read_cached(path, record, key)
+    session = None
+    if data is not None:
+        try:
+            session = _ort_session(data, threads)
+        except Exception:  # a graph ONNX Runtime refuses is exported again
+            session = None
+    if session is None:
+        data = _export(model, module, num_points)
+        _write_cached(path, record, key, data, source)
+        exported = True
+        session = _ort_session(data, threads)
+    return Engine(model, module, "onnx", threads, num_points, session=session, exported=exported, onnx_path=path)
+
+
+def _read_cached(path: Path, record: Path, key: dict) -> bytes | None:
+    """The cached graph's bytes when its record matches ``key`` and its SHA-256; else None."""
+    try:
+        rec = json.loads(record.read_text())
+        data = path.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get("key") != key or rec.get("sha256") != hashlib.sha256(data).hexdigest():
+        return None
+    return data
+
+
+def _write_cached(path: Path, record: Path, key: dict, data: bytes, source) -> None:
+    """Write the graph, then its record (each to a unique temporary file renamed into place), and
+    delete the graphs of earlier versions of the same checkpoint file."""
+    src = str(Path(source).resolve()) if source is not None else None
+    for target, payload in ((path, data),
+                            (record, (json.dumps({"key": key, "sha256": hashlib.sha256(data).hexdigest(),
+                                                  "source": src}, indent=1) + "\n").encode())):
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            tmp.write_bytes(payload)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    if src is None:
+        return
+    for other in path.parent.glob("*.json"):
+        if other == record:
+            continue
+        try:
+            stale = json.loads(other.read_text()).get("source") == src
+        except (OSError, ValueError, AttributeError):
+            continue
+        if stale:
+            other.with_suffix(".onnx").unlink(missing_ok=True)
+            other.unlink(missing_ok=True)
+
+
+def _export(model, module, num_points: int) -> bytes:
+    """The inference module as ONNX bytes: dynamic batch, grouping inputs of any length."""
+    import io
+
+    example = torch.from_numpy(probe_clouds(2, num_points))
+    with torch.no_grad():
+        inputs = module.grouping_inputs(model.compute_grouping(example, impl="native"))
+    names = module.input_names
+    dynamic = {names[0]: {0: "batch"}, "logits": {0: "batch"}}
+    dynamic.update((n, {0: f"{n}_rows"}) for n in names[1:])
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about constant shapes
+        torch.onnx.export(module, (example, *inputs), buf, input_names=names, output_names=["logits"],
+                          dynamic_axes=dynamic, opset_version=17, do_constant_folding=True, dynamo=False)
+    return buf.getvalue()
+
+
+def _ort_session(data: bytes, threads: int):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads, full graph optimisation and
+    no spinning (idle workers sleep instead of taking the cores from torch and the GUI)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])

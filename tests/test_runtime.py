@@ -1,0 +1,261 @@
+"""The inference engine (core.runtime): every runtime gives eager PyTorch's predictions, the native
+sampling and grouping give the eager indices, the ONNX cache is reused, invalidated and rebuilt,
+and ``predict --json`` reports the timings and the runtime. Timings are never asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.cli import main as cli_main
+from core.data.preprocess import prepare_points
+from core.engine.checkpoint import load_model, save_model
+from core.models import create_model, reestimate_bn
+from core.runtime import RUNTIMES, RuntimeUnavailableError, create_engine
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "assets" / "models"
+pytestmark = pytest.mark.timeout(300)
+
+#: Largest |logit - eager logit| accepted: the engines fold BatchNorm into the linear layers and
+#: reorder float32 sums (measured: at most 2.2e-5 on logits of magnitude up to ~10).
+LOGIT_TOL = 1e-4
+#: DGCNN: its later kNN graphs are built inside the network from learned features, so a near-tie
+#: between two neighbours' distances can flip with the runtime's float rounding (measured 2e-4).
+DGCNN_TOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def test_shapes(modelnet40) -> tuple[np.ndarray, np.ndarray]:
+    """96 ModelNet40 test shapes spread over the split, with their labels."""
+    from core.data.datasets import load_split
+
+    ds = load_split(modelnet40, "test", 1024)
+    idx = np.linspace(0, len(ds) - 1, 96).round().astype(int)
+    return np.ascontiguousarray(ds.points[idx, :, :3], dtype=np.float32), ds.labels[idx]
+
+
+@pytest.fixture()
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """A fresh cache folder for this test alone."""
+    monkeypatch.setenv("T3DNET_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _eager(model, points: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return np.concatenate([model(torch.from_numpy(points[i:i + 32])).numpy() for i in range(0, len(points), 32)])
+
+
+def _realistic(name: str, width: float, shapes: np.ndarray):
+    """A randomly initialised model whose BatchNorm statistics come from real shapes (real logit scale)."""
+    torch.manual_seed(0)
+    model = create_model(name, width=width)
+    x = torch.from_numpy(shapes[:32])
+    reestimate_bn(model, [x[:16], x[16:]])
+    return model.eval()
+
+
+@pytest.mark.parametrize("role", ["student", "teacher"])
+def test_bundled_models_every_runtime_matches_eager(role, test_shapes):
+    points, labels = test_shapes
+    model, ck = load_model(BUNDLED / f"{role}.pt")
+    ref = _eager(model.eval(), points)
+    for runtime in RUNTIMES:
+        engine = create_engine(model, runtime, source=ck["path"])
+        assert engine.runtime == runtime
+        out = np.concatenate([engine.logits(points[i:i + 32]) for i in range(0, len(points), 32)])
+        assert np.abs(out - ref).max() < LOGIT_TOL, runtime
+        np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
+        # batch 1 and an odd batch: the graph's batch dimension is dynamic
+        np.testing.assert_allclose(engine.logits(points[:1]), ref[:1], atol=LOGIT_TOL)
+        np.testing.assert_allclose(engine.logits(points[1:4]), ref[1:4], atol=LOGIT_TOL)
+    assert (ref.argmax(1) == labels).mean() > 0.8  # a real model on real shapes, not a constant
+
+
+@pytest.mark.parametrize("name", ["pointnet", "dgcnn", "pointnet2_msg"])
+def test_other_architectures_every_runtime_matches_eager(name, test_shapes):
+    points = test_shapes[0][:24]
+    model = _realistic(name, 0.125, test_shapes[0])
+    ref = _eager(model, points)
+    for runtime in RUNTIMES:
+        out = create_engine(model, runtime).logits(points)
+        assert np.abs(out - ref).max() < (DGCNN_TOL if name == "dgcnn" else LOGIT_TOL), runtime
+        np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
+
+
+def test_auto_measures_both_and_keeps_the_faster(test_shapes):
+    model = load_model(BUNDLED / "student.pt")[0]
+    engine = create_engine(model, "auto")
+    assert set(engine.measured_ms) == set(RUNTIMES)
+    assert engine.runtime == min(engine.measured_ms, key=engine.measured_ms.get)
+    np.testing.assert_allclose(engine.logits(test_shapes[0][:4]), _eager(model.eval(), test_shapes[0][:4]),
+                               atol=LOGIT_TOL)
+
+
+@pytest.mark.parametrize("name", ["pointnet2_ssg", "pointnet2_msg"])
+def test_native_grouping_gives_the_eager_indices(name, test_shapes):
+    model = create_model(name, width=0.125).eval()
+    shapes = torch.from_numpy(test_shapes[0][:16])
+    rng = np.random.default_rng(0)
+    dup = torch.from_numpy(np.repeat(rng.random((1, 256, 3), dtype=np.float32), 4, axis=1))  # exact ties
+    small = torch.from_numpy(rng.random((2, 100, 3), dtype=np.float32))  # fewer points than centres / neighbours
+    far = shapes[:2].clone()
+    far[:, 1:] += 50  # every point outside the first centre's ball but itself
+    start = torch.tensor([5, 700])
+    for x, s in ((shapes, None), (dup, None), (small, None), (far, None), (shapes[:2], start)):
+        eager = model.compute_grouping(x, s)
+        native = model.compute_grouping(x, s, impl="native")
+        for a, b in zip(eager, native):
+            assert a.keys() == b.keys()
+            if a:
+                assert torch.equal(a["centres"], b["centres"])
+                for u, v in zip(a["neighbours"], b["neighbours"]):
+                    assert torch.equal(u, v)
+
+
+def test_onnx_cache_is_reused_invalidated_and_rebuilt(own_cache, tmp_path, test_shapes):
+    points = test_shapes[0][:8]
+    ckpt = tmp_path / "model.pt"
+    first = _realistic("pointnet2_ssg", 0.125, test_shapes[0])
+    save_model(ckpt, first, [f"c{i}" for i in range(40)])
+
+    def load():
+        model, ck = load_model(ckpt)
+        return model.eval(), create_engine(model, "onnx", source=ck["path"])
+
+    model, e1 = load()
+    assert e1.exported and e1.onnx_path.is_file() and e1.onnx_path.parent == own_cache / "runtime"
+    out1 = e1.logits(points)
+    np.testing.assert_allclose(out1, _eager(model, points), atol=LOGIT_TOL)
+
+    _, e2 = load()  # the second load reuses the graph
+    assert not e2.exported and e2.onnx_path == e1.onnx_path
+    np.testing.assert_array_equal(e2.logits(points), out1)
+
+    second = _realistic("pointnet2_ssg", 0.125, test_shapes[0][::-1].copy())  # other weights, same file name
+    with torch.no_grad():
+        for p in second.parameters():
+            p.mul_(1.5)
+    save_model(ckpt, second, [f"c{i}" for i in range(40)])
+    model, e3 = load()
+    assert e3.exported and e3.onnx_path != e1.onnx_path
+    assert not e1.onnx_path.exists()  # the changed checkpoint's old graph is gone
+    out3 = e3.logits(points)
+    assert np.abs(out3 - out1).max() > 1e-3  # the new weights, not the stale graph
+    np.testing.assert_allclose(out3, _eager(model, points), atol=LOGIT_TOL)
+
+    for damage in (b"not an onnx graph", e3.onnx_path.read_bytes()[:1000]):  # garbage, truncated
+        e3.onnx_path.write_bytes(damage)
+        _, e4 = load()
+        assert e4.exported
+        np.testing.assert_allclose(e4.logits(points), out3, atol=1e-6)
+
+    record = e3.onnx_path.with_suffix(".json")  # a record of another export code version
+    rec = json.loads(record.read_text())
+    rec["key"]["export_code"] = "0-stale"
+    record.write_text(json.dumps(rec))
+    _, e5 = load()
+    assert e5.exported
+
+
+def test_a_model_without_a_checkpoint_is_keyed_by_its_weights(own_cache, test_shapes):
+    model = _realistic("pointnet", 0.125, test_shapes[0])
+    assert create_engine(model, "onnx").exported
+    assert not create_engine(model, "onnx").exported
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    assert create_engine(model, "onnx").exported
+
+
+def test_onnx_by_name_that_cannot_run_is_an_error(own_cache, monkeypatch):
+    import core.runtime as rt
+
+    def broken(*a, **k):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(rt, "_export", broken)
+    model = create_model("pointnet2_ssg", width=0.125).eval()
+    with pytest.raises(RuntimeUnavailableError, match="exporter exploded"):
+        create_engine(model, "onnx")
+    engine = create_engine(model, "auto")  # auto falls back to torch and says why
+    assert engine.runtime == "torch" and "exporter exploded" in engine.note
+
+
+def test_default_preprocessing_is_exact_fps_on_its_candidates():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1800, 3)).astype(np.float32)  # fewer points than FPS_CANDIDATES: FPS over all
+    np.testing.assert_array_equal(prepare_points(x, 256, seed=4), prepare_points(x, 256, seed=4, method="fps_exact"))
+    big = rng.normal(size=(50_000, 3)).astype(np.float32)  # more points: a random cut first
+    a = prepare_points(big, 1024, seed=1)
+    np.testing.assert_array_equal(a, prepare_points(big, 1024, seed=1))  # deterministic
+    rnd = prepare_points(big, 1024, seed=1, method="random")
+
+    def closest_pair(p):
+        d = ((p[:, None] - p[None]) ** 2).sum(-1)
+        np.fill_diagonal(d, np.inf)
+        return d.min()
+
+    assert closest_pair(a) > 5 * closest_pair(rnd)  # spread out as FPS spreads points, unlike a random subset
+
+
+@pytest.fixture(scope="module")
+def scan_file(tmp_path_factory, test_shapes) -> Path:
+    """A 3,000-point cloud file (a test shape, densified)."""
+    rng = np.random.default_rng(0)
+    base = test_shapes[0][5]
+    pts = np.concatenate([base, base[rng.integers(0, 1024, 1976)] + rng.normal(scale=0.01, size=(1976, 3))])
+    path = tmp_path_factory.mktemp("scan") / "shape.npy"
+    np.save(path, pts.astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx", "auto"])
+def test_predict_json_reports_timings_and_the_runtime(runtime, scan_file, capsys):
+    assert cli_main(["predict", str(scan_file), "--json", "--up", "z", "--runtime", runtime]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for role in ("teacher", "student"):
+        r = out[role]
+        assert r["runtime"] in RUNTIMES and (runtime == "auto" or r["runtime"] == runtime)
+        assert 0 < r["latency_ms"] < r["end_to_end_ms"]  # the preprocessing comes on top of the model
+        for key in ("checkpoint", "model", "params", "macs", "size_bytes", "top", "in_vocabulary", "vocabulary"):
+            assert key in r  # the fields that were there before
+    assert out["input"]["analysis_ms"] > 0
+    top = {rt: out[rt]["top"][0]["class"] for rt in ("teacher", "student")}
+    assert all(top.values())
+
+
+def test_predict_runtimes_agree_on_a_file(scan_file, capsys):
+    answers = {}
+    for runtime in RUNTIMES:
+        assert cli_main(["predict", str(scan_file), "--json", "--up", "z", "--runtime", runtime]) == 0
+        answers[runtime] = json.loads(capsys.readouterr().out)
+    for role in ("teacher", "student"):
+        t, o = answers["torch"][role]["top"], answers["onnx"][role]["top"]
+        assert [c["class"] for c in t] == [c["class"] for c in o]
+        np.testing.assert_allclose([c["prob"] for c in t], [c["prob"] for c in o], atol=1e-4)
+
+
+def test_bad_runtime_value_exits_2(scan_file, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["predict", str(scan_file), "--runtime", "tensorrt"])
+    assert exc.value.code == 2
+    assert "--runtime" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["evaluate", "--checkpoint", str(BUNDLED / "student.pt"), "--data", ".", "--runtime", "gpu"])
+    assert exc.value.code == 2
+
+
+def test_evaluate_uses_the_runtime_it_is_given(modelnet40, capsys):
+    accs = {}
+    for runtime in RUNTIMES:
+        assert cli_main(["evaluate", "--checkpoint", str(BUNDLED / "student.pt"), "--data", str(modelnet40),
+                         "--limit", "64", "--json", "--runtime", runtime]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["runtime"] == runtime and out["shapes_per_s"] > 0
+        accs[runtime] = out["oa"]
+    assert accs["torch"] == accs["onnx"]
