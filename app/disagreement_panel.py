@@ -1,12 +1,14 @@
-"""Disagreement explorer: over a dataset's test split, the shapes where teacher and student disagree,
-ranked by Jensen-Shannon divergence, and both confusion matrices with their difference."""
+"""Disagreement explorer: over a dataset's test split (its clean shapes or their partial views), the
+shapes where teacher and student disagree, ranked by Jensen-Shannon divergence, both confusion
+matrices with their difference, and both models' calibration (reliability diagram, ECE, and the
+effect of a temperature fitted on a slice of the training split)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QProgressBar, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
@@ -14,11 +16,17 @@ from app.runs_panel import NumItem
 from app.workers import error_text, start_worker
 
 
-def scan_split(comparison, data_dir: str, limit: int, cancelled, progress, batch: int = 16) -> dict:
-    """Both models over (up to ``limit`` evenly spaced) test shapes; runs in a worker thread."""
+def scan_split(comparison, data_dir: str, limit: int, cancelled, progress, batch: int = 16,
+               views: str = "clean", temperature_shapes: int = 0) -> dict:
+    """Both models over (up to ``limit`` evenly spaced) test shapes, clean or as partial views
+    (``views="partial"``: the benchmark at its default severity); with ``temperature_shapes`` > 0
+    a temperature per model is fitted on that many training shapes (never the scanned split).
+    Runs in a worker thread."""
     import torch
 
+    from core.calibration import calibration_summary, fit_temperature, training_slice_logits
     from core.data.datasets import load_split
+    from core.data.partial import partial_benchmark
     from core.inference import js_divergence
 
     progress("loading test split", 0, 1)
@@ -28,27 +36,42 @@ def scan_split(comparison, data_dir: str, limit: int, cancelled, progress, batch
                          f"{len(comparison.class_names)}")
     n = len(ds.labels)
     idx = np.arange(n) if not limit or limit >= n else np.linspace(0, n - 1, limit).round().astype(int)
-    pt, ps = [], []
+    points = ds.points[idx]
+    if views == "partial":
+        progress("making partial views", 0, 1)
+        points = partial_benchmark(points, indices=idx)
+    lt, ls = [], []
     with torch.no_grad():
         for lo in range(0, len(idx), batch):
             if cancelled():
                 break
-            b = torch.from_numpy(ds.points[idx[lo:lo + batch]])
-            pt.append(torch.softmax(comparison.teacher.model(b).float(), 1).numpy())
-            ps.append(torch.softmax(comparison.student.model(b).float(), 1).numpy())
+            b = torch.from_numpy(points[lo:lo + batch])
+            lt.append(comparison.teacher.model(b).float().numpy())
+            ls.append(comparison.student.model(b).float().numpy())
             progress("predicting", min(lo + batch, len(idx)), len(idx))
-    if not pt:
+    if not lt:
         return {"cancelled": True}
-    pt, ps = np.concatenate(pt), np.concatenate(ps)
+    lt, ls = np.concatenate(lt), np.concatenate(ls)
+    pt, ps = torch.softmax(torch.from_numpy(lt), 1).numpy(), torch.softmax(torch.from_numpy(ls), 1).numpy()
     idx = idx[: len(pt)]
+    points = points[: len(pt)]
     labels = ds.labels[idx]
     k = len(ds.class_names)
-    cm = lambda pred: np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)  # noqa: E731
+    cm = lambda pred: np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
     tp, sp = pt.argmax(1), ps.argmax(1)
     js = np.array([js_divergence(a, b) for a, b in zip(pt, ps)])
-    return {"indices": idx, "labels": labels, "teacher_pred": tp, "student_pred": sp, "js": js,
+    calibration = {}
+    for role, logits in (("teacher", lt), ("student", ls)):
+        temperature, source = None, None
+        if temperature_shapes and not cancelled():
+            t = training_slice_logits(getattr(comparison, role).model, data_dir, temperature_shapes,
+                                      class_names=ds.class_names,
+                                      progress=lambda d, tot, r=role: progress(f"{r}: temperature slice", d, tot))
+            temperature, source = fit_temperature(t["logits"], t["labels"]), t["source"]
+        calibration[role] = calibration_summary(logits, labels, temperature) | {"temperature_fitted_on": source}
+    return {"indices": idx, "labels": labels, "teacher_pred": tp, "student_pred": sp, "js": js, "views": views,
             "teacher_conf": pt.max(1), "student_conf": ps.max(1), "cm_teacher": cm(tp), "cm_student": cm(sp),
-            "class_names": list(ds.class_names), "points": ds.points[idx],
+            "calibration": calibration, "class_names": list(ds.class_names), "points": points,
             "shape_ids": [ds.shape_ids[i] for i in idx] if len(ds.shape_ids) == n else [str(i) for i in idx],
             "cancelled": len(idx) < (limit or n) and cancelled()}
 
@@ -73,13 +96,21 @@ class DisagreementPanel(QWidget):
         self.limit = QSpinBox(minimum=0, maximum=100000, value=200, singleStep=50)
         self.limit.setSpecialValueText("all")
         self.limit.setToolTip("Scan this many evenly spaced test shapes (0: all; the teacher is slow on CPU)")
+        self.views = QComboBox()
+        self.views.addItems(["clean shapes", "partial views"])
+        self.views.setToolTip("Scan the test shapes as they are, or the partial-view benchmark (each shape seen "
+                              "from one side, sparser and noisier: severity 2, docs/PARTIAL_VIEWS.md)")
+        self.temperature_shapes = QSpinBox(minimum=0, maximum=1000, value=200, singleStep=100)
+        self.temperature_shapes.setSpecialValueText("off")
+        self.temperature_shapes.setToolTip("Fit each model's temperature on this many training shapes (at most "
+                                           "1,000, never the scanned split) to show what temperature scaling does")
         self.scan_button = QPushButton("Scan test split")
         self.scan_button.clicked.connect(self.scan)
         self.stop_button = QPushButton("Stop")
         self.stop_button.clicked.connect(self.cancel)
         self.progress = QProgressBar()
-        for w in (QLabel("Dataset"), self.data, browse, QLabel("Shapes"), self.limit, self.scan_button,
-                  self.stop_button, self.progress):
+        for w in (QLabel("Dataset"), self.data, browse, QLabel("Shapes"), self.limit, self.views,
+                  QLabel("Temperature fit"), self.temperature_shapes, self.scan_button, self.stop_button, self.progress):
             top.addWidget(w)
         self.summary = QLabel("Scan a test split to find the shapes where the student and the teacher disagree.")
         self.summary.setWordWrap(True)
@@ -111,9 +142,21 @@ class DisagreementPanel(QWidget):
             p.addItem(img)
             self.cm_plots.append(p)
             self.cm_images.append(img)
+        self.reliability = self.cms.addPlot(row=0, col=3, title="reliability (ECE, 15 bins)")
+        self.reliability.setLabel("bottom", "confidence")
+        self.reliability.setLabel("left", "accuracy")
+        self.reliability.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.02)
+        self.reliability.addLegend(offset=(5, 5))
+        self.calibration_text = QLabel("")
+        self.calibration_text.setWordWrap(True)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.cms, 1)
+        rl.addWidget(self.calibration_text)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
-        split.addWidget(self.cms)
+        split.addWidget(right)
         split.setStretchFactor(1, 2)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
@@ -140,7 +183,9 @@ class DisagreementPanel(QWidget):
         self.summary.setText("Scanning…")
         self.worker = start_worker(scan_split, comp, self.data.text().strip(), self.limit.value(),
                                    lambda: self._cancel, on_progress=self._progress, on_return=self._done,
-                                   on_error=self._failed, on_finish=self._finished, pool=self.compare.pool)
+                                   on_error=self._failed, on_finish=self._finished, pool=self.compare.pool,
+                                   views="partial" if self.views.currentIndex() == 1 else "clean",
+                                   temperature_shapes=self.temperature_shapes.value())
 
     def _progress(self, what, done, total) -> None:
         self.progress.setRange(0, max(total, 1))
@@ -166,7 +211,8 @@ class DisagreementPanel(QWidget):
         n = len(res["labels"])
         t_acc = (res["teacher_pred"] == res["labels"]).mean() * 100
         s_acc = (res["student_pred"] == res["labels"]).mean() * 100
-        self.summary.setText(f"{n} shapes{' (stopped early)' if res.get('cancelled') else ''}: teacher OA "
+        what = "partial views (severity 2) of " if res.get("views") == "partial" else ""
+        self.summary.setText(f"{what}{n} shapes{' (stopped early)' if res.get('cancelled') else ''}: teacher OA "
                              f"{t_acc:.1f}%, student OA {s_acc:.1f}%, they disagree on {len(dis)} "
                              f"({len(dis) / max(n, 1) * 100:.1f}%), listed by JS divergence.")
         self.table.setRowCount(len(dis))
@@ -191,7 +237,34 @@ class DisagreementPanel(QWidget):
         for p in self.cm_plots:
             p.setLimits(xMin=0, xMax=n, yMin=0, yMax=n)
             p.setRange(xRange=(0, n), yRange=(0, n), padding=0)
+        self._show_calibration(res.get("calibration") or {})
+        self.progress.setRange(0, max(n_shapes := len(res["labels"]), 1))  # "done" counts shapes scanned,
+        self.progress.setValue(n_shapes)  # not the last step's (e.g. the temperature slice's) items
         self.scanned.emit(res)
+
+    def _show_calibration(self, cal: dict) -> None:
+        """Reliability diagram (accuracy against mean confidence per bin) and the ECE line."""
+        p = self.reliability
+        p.clear()
+        if p.legend is not None:
+            p.legend.clear()
+        p.plot([0, 1], [0, 1], pen=pg.mkPen((150, 150, 150), style=Qt.PenStyle.DashLine))
+        lines = []
+        for role, color in (("teacher", (230, 120, 40)), ("student", (60, 140, 230))):
+            c = cal.get(role)
+            if not c:
+                continue
+            rel = c["reliability"]
+            xs = [x for x, a in zip(rel["confidence"], rel["accuracy"]) if x is not None and a is not None]
+            ys = [a for x, a in zip(rel["confidence"], rel["accuracy"]) if x is not None and a is not None]
+            p.plot(xs, ys, pen=pg.mkPen(color, width=2), symbol="o", symbolSize=6, symbolBrush=color, name=role)
+            text = f"{role}: ECE {c['ece'] * 100:.1f}%"
+            if c.get("temperature") is not None:
+                text += (f" → {c['ece_temperature_scaled'] * 100:.1f}% with temperature {c['temperature']:.2f} "
+                         f"(fitted on {c['temperature_fitted_on']})")
+            lines.append(text)
+        self.calibration_text.setText("ECE: expected calibration error over 15 equal-width confidence bins. "
+                                      + "; ".join(lines))
 
     def _open_selected(self) -> None:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []

@@ -259,10 +259,22 @@ def test_disagreement_scan_ranks_shapes(qtbot, window, modelnet40):
     panel = window.disagreements
     panel.data.setText(str(modelnet40))
     panel.limit.setValue(48)
+    panel.temperature_shapes.setValue(40)
     with qtbot.waitSignal(panel.scanned, timeout=100000) as blocker:
         panel.scan()
     res = blocker.args[0]
     k = len(res["class_names"])
+    # calibration of both models, the temperature fitted on training shapes, shown with its ECE
+    from core.calibration import expected_calibration_error
+
+    for role in ("teacher", "student"):
+        cal = res["calibration"][role]
+        probs = np.zeros((48, k))
+        probs[np.arange(48), res[f"{role}_pred"]] = res[f"{role}_conf"]
+        assert cal["ece"] == pytest.approx(expected_calibration_error(probs, res["labels"]), abs=1e-9)
+        assert cal["temperature"] > 0 and "train split, 40 of" in cal["temperature_fitted_on"]
+        assert f"{role}: ECE {cal['ece'] * 100:.1f}%" in panel.calibration_text.text()
+    assert len(panel.reliability.listDataItems()) == 3  # the diagonal and one curve per model
     assert res["cm_teacher"].shape == (k, k) and res["cm_teacher"].sum() == 48
     n_dis = int((res["teacher_pred"] != res["student_pred"]).sum())
     assert panel.table.rowCount() == n_dis
@@ -275,6 +287,20 @@ def test_disagreement_scan_ranks_shapes(qtbot, window, modelnet40):
         panel.table.selectRow(0)
         with qtbot.waitSignal(window.compare.predicted, timeout=30000):
             panel._open_selected()
+    # the same scan over the partial-view benchmark: the shapes the models saw are the partial views
+    from core.data.datasets import load_split
+    from core.data.partial import partial_benchmark
+
+    panel.views.setCurrentIndex(1)
+    panel.limit.setValue(8)
+    panel.temperature_shapes.setValue(0)
+    with qtbot.waitSignal(panel.scanned, timeout=100000) as blocker:
+        panel.scan()
+    res = blocker.args[0]
+    test = load_split(modelnet40, "test", 1024, progress=False)
+    np.testing.assert_array_equal(res["points"], partial_benchmark(test.points[res["indices"]], indices=res["indices"]))
+    assert res["views"] == "partial" and panel.summary.text().startswith("partial views (severity 2) of 8 shapes")
+    assert "temperature" not in res["calibration"]["teacher"]  # no fit asked for
 
 
 @pytest.mark.timeout(90)
