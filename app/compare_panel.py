@@ -58,10 +58,10 @@ class ConfidenceBars(QWidget):
         self.updateGeometry()
         self.update()
 
-    def sizeHint(self) -> QSize:  # noqa: N802
+    def sizeHint(self) -> QSize:
         return QSize(200, self.row_h * max(len(self.rows), 5) + 4)
 
-    def paintEvent(self, ev) -> None:  # noqa: N802
+    def paintEvent(self, ev) -> None:
         p = QPainter(self)
         bold = QFont(self.font())
         bold.setBold(True)
@@ -181,11 +181,11 @@ class ModelCards(QWidget):
         return sum(c.minimumWidth() for c in self.columns) + self.box.spacing() * (len(self.columns) - 1) + \
             m.left() + m.right()
 
-    def minimumSizeHint(self) -> QSize:  # noqa: N802
+    def minimumSizeHint(self) -> QSize:
         m = self.box.contentsMargins()
         return QSize(max(c.minimumWidth() for c in self.columns) + m.left() + m.right(), self.box.minimumSize().height())
 
-    def resizeEvent(self, ev) -> None:  # noqa: N802
+    def resizeEvent(self, ev) -> None:
         side = ev.size().width() >= self.side_by_side_width()
         direction = QBoxLayout.Direction.LeftToRight if side else QBoxLayout.Direction.TopToBottom
         if self.box.direction() != direction:
@@ -644,7 +644,7 @@ class ComparisonPanel(QWidget):
 
             try:
                 self.comparison = Comparison(self.teacher, self.student)
-            except Exception as exc:  # noqa: BLE001 - class-list mismatch: a CheckpointError
+            except Exception as exc:
                 self.last_error = error_text(exc)
                 self._set_status(f"<span style='color:#d73a49'>{self.last_error}</span>")
                 self.message.emit(self.last_error)
@@ -882,7 +882,7 @@ class ComparisonPanel(QWidget):
         boxes = []
         for i, o in enumerate(self.objects):
             t, s = o["teacher"], o["student"]
-            name = lambda p: p["top"][0]["class"] + ("?" if p.get("in_vocabulary") is False else "")  # noqa: E731
+            name = lambda p: p["top"][0]["class"] + ("?" if p.get("in_vocabulary") is False else "")
             label = f"{i + 1} {name(t)}" if name(t) == name(s) else f"{i + 1} {name(t)} / {name(s)}"
             boxes.append(ViewBox(np.asarray(o["bbox_min"]), np.asarray(o["bbox_max"]), verdict_color(o["verdict"]),
                                  label, emphasis=i == self.chosen_object))

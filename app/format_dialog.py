@@ -48,7 +48,7 @@ class ChannelsDialog(QDialog):
             lay.addWidget(why)
         self.group = QButtonGroup(self)
         self.buttons: dict[int, QRadioButton] = {}
-        fits = lambda n: size == 0 or size % (4 * n) == 0  # noqa: E731
+        fits = lambda n: size == 0 or size % (4 * n) == 0
         for n, words in COMMON_LAYOUTS:
             mark = "  — fits this file" if n in self.candidates else ("" if fits(n) else "  — does not fit the size")
             b = QRadioButton(f"{n}: {words}{mark}")

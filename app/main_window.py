@@ -287,7 +287,7 @@ class MainWindow(QMainWindow):
 
             fit = float32_layout(path)
             candidates = list(fit.plausible or fit.dividing)
-        except Exception:  # noqa: BLE001 - not float32-shaped: the dialog still lets the user say
+        except Exception:
             candidates = []
         n = self.ask_channels(path, candidates)
         if n:
@@ -419,7 +419,7 @@ class MainWindow(QMainWindow):
             else:
                 self.viewer.set_overlay(self.compare.to_file_frame(pts), dense=dense)
 
-    def showEvent(self, ev) -> None:  # noqa: N802
+    def showEvent(self, ev) -> None:
         super().showEvent(ev)
         if not self._sized_splitter:  # the Compare panel gets its share once, not what its size hint says
             self._sized_splitter = True
@@ -431,11 +431,11 @@ class MainWindow(QMainWindow):
             panel = max(int(w * self.COMPARE_SHARE), self.compare.minimumSizeHint().width())
             self.splitter.setSizes([w - panel, panel])
 
-    def dragEnterEvent(self, ev) -> None:  # noqa: N802
+    def dragEnterEvent(self, ev) -> None:
         if ev.mimeData().hasUrls():
             ev.acceptProposedAction()
 
-    def dropEvent(self, ev) -> None:  # noqa: N802
+    def dropEvent(self, ev) -> None:
         urls = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
         if urls:
             self.open_path(urls[0])
@@ -622,13 +622,13 @@ class MainWindow(QMainWindow):
         self._demo_index = (self._demo_index + 1) % len(self._demo_paths)
         self.open_path(self._demo_paths[self._demo_index])
 
-    def keyPressEvent(self, ev) -> None:  # noqa: N802
+    def keyPressEvent(self, ev) -> None:
         if ev.key() == Qt.Key.Key_Escape and self.demo_timer and self.demo_timer.isActive():
             self.demo_action.setChecked(False)
         else:
             super().keyPressEvent(ev)
 
-    def closeEvent(self, ev) -> None:  # noqa: N802
+    def closeEvent(self, ev) -> None:
         if self.training.has_running_job() and not getattr(self, "quiet_errors", False):
             r = QMessageBox.question(self, "Quit", "A training job is running. Stop it (it stays resumable) and quit?")
             if r != QMessageBox.StandardButton.Yes:

@@ -81,7 +81,7 @@ class NumItem(QTableWidgetItem):
         super().__init__(text)
         self.value = value if isinstance(value, (int, float)) else float("-inf")
 
-    def __lt__(self, other) -> bool:  # noqa: D105
+    def __lt__(self, other) -> bool:
         return self.value < getattr(other, "value", float("-inf"))
 
 
@@ -223,7 +223,7 @@ class RunsPanel(QWidget):
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.runs))
         for r, run in enumerate(self.runs):
-            pct = lambda v: NumItem(v, f"{v * 100:.1f}" if isinstance(v, (int, float)) else "—")  # noqa: E731
+            pct = lambda v: NumItem(v, f"{v * 100:.1f}" if isinstance(v, (int, float)) else "—")
             cells = [QTableWidgetItem(run["run"]), QTableWidgetItem(str(run.get("job", ""))),
                      QTableWidgetItem(str(run.get("model", "") or ("(running)" if not run.get("finished") else ""))),
                      pct(run.get("oa")), pct(run.get("macc")),

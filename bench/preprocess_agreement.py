@@ -33,7 +33,6 @@ VARIANTS = (
     ("exact FPS (every point)", {"method": "fps_exact"}),
     ("exact FPS, another random start", {"method": "fps_exact", "seed_offset": 10_000}),
     ("fps, 2048 candidates (default)", {"method": "fps"}),
-    ("fps, 1536 candidates", {"method": "fps", "candidates": 1536}),
     ("fps, 4096 candidates", {"method": "fps", "candidates": 4096}),
     ("fps_dataset (8192 candidates, fpsample)", {"method": "fps_dataset"}),
     ("random subset", {"method": "random"}),

@@ -20,6 +20,7 @@ Thread: any.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -107,6 +108,7 @@ if AVAILABLE:
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_pool_lock = threading.Lock()
 
 
 def _spans(batch: int, threads: int) -> list[tuple[int, int]]:
@@ -123,10 +125,14 @@ def _run(kernel, args: tuple, batch: int, threads: int | None) -> None:
     if len(spans) == 1:
         kernel(*args, 0, batch)
         return
-    if _pool is None or _pool_size < len(spans):
-        _pool = ThreadPoolExecutor(len(spans), thread_name_prefix="t3dnet-grouping")
-        _pool_size = len(spans)
-    for f in [_pool.submit(kernel, *args, lo, hi) for lo, hi in spans]:
+    with _pool_lock:
+        if _pool is None or _pool_size < len(spans):
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(len(spans), thread_name_prefix="t3dnet-grouping")
+            _pool_size = len(spans)
+        pool = _pool
+    for f in [pool.submit(kernel, *args, lo, hi) for lo, hi in spans]:
         f.result()
 
 

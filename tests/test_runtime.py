@@ -256,3 +256,10 @@ def test_evaluate_uses_the_runtime_it_is_given(modelnet40, capsys):
         assert out["runtime"] == runtime and out["shapes_per_s"] > 0
         accs[runtime] = out["oa"]
     assert accs["torch"] == accs["onnx"]
+
+
+def test_the_cli_offers_exactly_the_engine_runtimes():
+    from core.cli.options import RUNTIME_CHOICES as CLI_CHOICES
+    from core.runtime import RUNTIME_CHOICES
+
+    assert CLI_CHOICES == RUNTIME_CHOICES
