@@ -200,7 +200,7 @@ def collect_report(req: ReportRequest, progress=None, cancelled=None, out: str =
                                           progress=tick.stage(f"{role}: temperature (training shapes)"))
         cal = calibration_summary(logits[role], labels, temp["temperature"])
         tick.check()
-        latency = measure_latency(lm.model, batch=1, runs=req.latency_runs)
+        latency = measure_latency(lm.logits, batch=1, runs=req.latency_runs)  # the engine predict and the app use
         tick.step(f"{role}: latency")
         partial = None
         if req.partial:
@@ -213,7 +213,7 @@ def collect_report(req: ReportRequest, progress=None, cancelled=None, out: str =
             "checkpoint": repo_path(lm.checkpoint), "sha256": _sha256(lm.checkpoint), "model": lm.name,
             "architecture": cfg.name, "width": cfg.width, "params": lm.params, "macs": lm.macs,
             "size_bytes": lm.size_bytes,
-            "latency_ms": latency, "oa": ev["oa"], "macc": ev["macc"], "n": ev["n"],
+            "latency_ms": latency, "runtime": lm.runtime, "oa": ev["oa"], "macc": ev["macc"], "n": ev["n"],
             "per_class_acc": ev["per_class_acc"], "confusion": ev["confusion"],
             "ece": ev["ece"], "ece_bins": ev["ece_bins"], "temperature": temp["temperature"],
             "ece_temperature_scaled": cal["ece_temperature_scaled"], "nll": cal["nll"],
@@ -505,8 +505,10 @@ def render_html(r: dict) -> str:
     out.append("</table>")
     out.append(f"<p class='note'>Parameters: trainable weights. MACs: multiply-accumulates of the linear layers per "
                f"1,024-point shape (sampling and grouping not counted; <code>core.models.complexity</code>). File size: "
-               f"the checkpoint on disk. Latency: median of {r['latency_runs']} eager forward passes at batch 1 after "
-               f"3 warm-up passes, sampling and grouping included, {threads}, on this machine. "
+               f"the checkpoint on disk. Latency: median of {r['latency_runs']} calls of each model's inference engine "
+               f"(the one <code>predict</code> and the app use: teacher on {e(t.get('runtime', '?'))}, student on "
+               f"{e(s.get('runtime', '?'))}) at batch 1 after 3 warm-up calls, sampling and grouping included, "
+               f"{threads}, on this machine. "
                f"The two models agree on {r['agreement']:.1%} of the shapes ({r['disagreeing']} disagreements).</p>")
     out.append(_img(figure_overview(r), "student as a share of the teacher"))
 

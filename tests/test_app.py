@@ -77,6 +77,7 @@ def _open_and_predict(qtbot, w, path: Path) -> dict:
     return blocker.args[0]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_every_sample_and_scan_gets_both_predictions(qtbot, window):
     from app.shapes import list_samples
@@ -115,6 +116,7 @@ def test_corrupt_file_shows_error_and_app_keeps_working(qtbot, window, tmp_path)
     assert res["teacher"]["top"] and res["student"]["top"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_robustness_controls_rerun_both_models(qtbot, window):
     from app.shapes import list_samples
@@ -205,6 +207,7 @@ def test_two_stage_curves_run_on_one_axis_with_the_boundary_marked(training):
     assert lines and all(line.value() == pytest.approx(2.0) for line in lines)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_smoke_job_runs_from_the_panel_and_curves_fill(qtbot, training, modelnet40, tmp_path):
     out = tmp_path / "run1"
@@ -231,6 +234,7 @@ def test_smoke_job_runs_from_the_panel_and_curves_fill(qtbot, training, modelnet
     assert Path(b2.args[0]).parent == out
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(170)
 def test_cancel_leaves_a_resumable_run_and_resume_finishes_it(qtbot, training, modelnet40, tmp_path):
     out = tmp_path / "run2"
@@ -254,6 +258,7 @@ def test_cancel_leaves_a_resumable_run_and_resume_finishes_it(qtbot, training, m
     assert steps and min(s for s in steps if s is not None) > 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_disagreement_scan_ranks_shapes(qtbot, window, modelnet40):
     panel = window.disagreements
@@ -303,6 +308,7 @@ def test_disagreement_scan_ranks_shapes(qtbot, window, modelnet40):
     assert "temperature" not in res["calibration"]["teacher"]  # no fit asked for
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_app_starts_and_quits_by_itself(tmp_path):
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(tmp_path), HOME=str(tmp_path))
@@ -339,6 +345,7 @@ def test_dropping_a_file_on_the_window_opens_it(qtbot, window, tmp_path):
     assert window.viewer._caption.startswith("dropped.npy")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_demo_mode_cycles_to_the_next_sample(qtbot, window):
     paths = window.demo_paths()
@@ -370,6 +377,7 @@ def _object_box(img) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_up_axis_control_changes_the_models_input_and_frames_the_shape(qtbot, window):
     from core.data.preprocess import prepare_points
@@ -402,6 +410,7 @@ def test_up_axis_control_changes_the_models_input_and_frames_the_shape(qtbot, wi
     assert (y1 - y0) > 0.35 * img.height()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_resizing_the_view_keeps_the_camera(qtbot, window):
     from app.shapes import list_samples
@@ -427,6 +436,7 @@ def test_resizing_the_view_keeps_the_camera(qtbot, window):
     assert abs(rel(ax, after) - rel(bx, before)) < 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_render_process_crash_is_reported_and_the_view_restarts(qtbot, window):
     import signal
@@ -472,6 +482,7 @@ def test_render_process_ends_with_the_window(qtbot, tmp_path):
 # --- the job queue and resume ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(170)
 def test_queue_runs_two_jobs_one_after_the_other(qtbot, training, modelnet40, tmp_path):
     a, b = tmp_path / "qa", tmp_path / "qb"
@@ -491,6 +502,7 @@ def test_queue_runs_two_jobs_one_after_the_other(qtbot, training, modelnet40, tm
     assert training.queue_list.count() == 0 and not training.has_running_job()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_models_menu_exports_the_loaded_student(qtbot, window, tmp_path):
     from core.export import onnx_session, read_export_metadata
@@ -538,6 +550,7 @@ def _composed_scene(path: Path, seed: int = 0) -> Path:
 SCENE_CENTRES = (-0.9, 0.0, 0.9)  # x of the three shapes of _composed_scene
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_find_objects_lists_the_objects_of_a_scene_and_one_becomes_the_input(qtbot, window, tmp_path):
     from PySide6.QtCore import Qt, QTimer
@@ -771,6 +784,7 @@ def test_not_sure_is_said_apart_from_agreement(qtbot, window):
     assert panel.columns["teacher"].vocabulary.text() == "recognises it"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_both_model_cards_fit_at_first_start_size_and_1280x800(qtbot, window):
     from app.main_window import MainWindow

@@ -21,6 +21,7 @@ def _samples() -> tuple[np.ndarray, list[str]]:
     return np.stack([np.load(SAMPLES / s["file"]) for s in index]), [s["class"] for s in index]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES, ids=["pointnet2_ssg", "pointnet"])
 @pytest.mark.parametrize("role", ["teacher", "student"])
 def test_bundled_checkpoint_matches_its_record_and_classifies_the_samples(bundle, role):

@@ -77,6 +77,7 @@ def test_temperature_slice_is_fixed_and_at_most_1000_shapes():
     assert len(temperature_indices(300, 1000)) == 300
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_evaluate_json_reports_ece_and_a_temperature_fitted_on_the_training_split(modelnet40, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "T3DNET_CACHE": os.environ["T3DNET_CACHE"]}

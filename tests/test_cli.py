@@ -28,6 +28,7 @@ def test_help_lists_commands_with_examples():
     assert r.returncode == 0 and "example" in r.stdout and "--teacher" in r.stdout
 
 
+@pytest.mark.slow
 def test_models_json():
     r = run("models", "--json")
     assert r.returncode == 0, r.stderr
@@ -47,6 +48,7 @@ def smoke_run(modelnet40, tmp_path_factory):
     return out, r
 
 
+@pytest.mark.slow
 def test_train_streams_json_events(smoke_run):
     out, r = smoke_run
     events = [json.loads(line) for line in r.stdout.splitlines()]
@@ -55,6 +57,7 @@ def test_train_streams_json_events(smoke_run):
     assert (out / "student.pt").is_file() and (out / "events.jsonl").is_file()
 
 
+@pytest.mark.slow
 def test_evaluate_json(smoke_run, modelnet40):
     out, _ = smoke_run
     r = run("evaluate", "--checkpoint", str(out / "student.pt"), "--data", str(modelnet40), "--limit", "40", "--json")
@@ -64,6 +67,7 @@ def test_evaluate_json(smoke_run, modelnet40):
     assert result["shapes_per_s"] > 0 and result["batch_size"] == 64 and result["threads"] >= 1
 
 
+@pytest.mark.slow
 def test_predict_json(smoke_run, modelnet40):
     out, _ = smoke_run
     shape = next((modelnet40 / "chair" / "test").glob("*.npy"))
@@ -78,6 +82,7 @@ def test_predict_json(smoke_run, modelnet40):
     assert result["agree"] is True  # the same checkpoint on both sides
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line(tmp_path, modelnet40):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
@@ -94,6 +99,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, modelnet40):
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, r.stderr)
 
 
+@pytest.mark.slow
 def test_sigterm_leaves_resumable_checkpoint(modelnet40, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "netaug", "--data", str(modelnet40),
@@ -111,6 +117,7 @@ def test_sigterm_leaves_resumable_checkpoint(modelnet40, tmp_path):
     assert state["job"] == "netaug" and state["epoch"] < 50
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_torchrun_two_processes_stay_in_sync(modelnet40, tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
@@ -162,6 +169,7 @@ def test_main_makes_openmp_threads_sleep_unless_the_user_chose(given):
     assert out.stdout.strip() == (given or "PASSIVE")
 
 
+@pytest.mark.slow
 def test_a_reader_that_stops_early_ends_the_run_quietly():
     """``predict DIR --jsonl | head -n 1``: no traceback, the shell's SIGPIPE status."""
     from core.cli.errors import EXIT_BROKEN_PIPE

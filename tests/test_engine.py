@@ -151,6 +151,7 @@ def teacher_ckpt(modelnet40, tmp_path_factory):
     return report["checkpoint"]
 
 
+@pytest.mark.slow
 def test_train_job_writes_run_directory(modelnet40, tmp_path):
     cfg = load_config("smoke", overrides={"model": "pointnet", "width": 0.125, "data": str(modelnet40), **SMALL})
     events = []
@@ -182,6 +183,7 @@ def test_train_job_writes_run_directory(modelnet40, tmp_path):
     assert ck["model"]["kwargs"] == {}  # the architecture's own dropout
 
 
+@pytest.mark.slow
 def test_dropout_key_reaches_the_model_and_its_checkpoint(modelnet40, tmp_path):
     good = tmp_path / "student.yaml"
     good.write_text("dropout: null\n")
@@ -194,6 +196,7 @@ def test_dropout_key_reaches_the_model_and_its_checkpoint(modelnet40, tmp_path):
     assert model.head.dropout.p == 0.0
 
 
+@pytest.mark.slow
 def test_netaug_export_equals_supernet_slice_after_training(modelnet40, tmp_path):
     cfg = load_config("smoke", overrides={"job": "netaug", "model": "pointnet2_ssg", "width": 0.125,
                                            "data": str(modelnet40), **SMALL})
@@ -212,6 +215,7 @@ def test_netaug_export_equals_supernet_slice_after_training(modelnet40, tmp_path
     assert sum(p.numel() for p in student.parameters()) == 25456
 
 
+@pytest.mark.slow
 def test_t3dnet_pipeline_end_to_end(modelnet40, teacher_ckpt, tmp_path):
     cfg = load_config("smoke", overrides={"job": "t3dnet", "model": "pointnet2_ssg", "width": 0.125,
                                            "data": str(modelnet40), "distill": {"teacher": teacher_ckpt}, **SMALL})
@@ -231,6 +235,7 @@ def _step_lrs(run_dir: Path) -> list[tuple[int, float, dict]]:
     return [(e["global_step"] - 1, e["lr"], e) for e in events if e["type"] == "step"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["continuous", "restart"])
 def test_t3dnet_stage_schedules(modelnet40, teacher_ckpt, tmp_path, schedule):
     cfg = load_config("smoke", overrides={"job": "t3dnet", "model": "pointnet2_ssg", "width": 0.125,
@@ -259,6 +264,7 @@ def test_t3dnet_stage_schedules(modelnet40, teacher_ckpt, tmp_path, schedule):
         assert any("aug_loss" not in e for _, _, e in s1) and "aug_loss" in s1[0][2]
 
 
+@pytest.mark.slow
 def test_distill_init_from_a_netaug_training_checkpoint(modelnet40, teacher_ckpt, tmp_path):
     """A supernet's last.pt initialises the student with its tiny slice."""
     cfg = load_config("smoke", overrides={"job": "netaug", "model": "pointnet2_ssg", "width": 0.125,
@@ -279,6 +285,7 @@ def test_distill_init_from_a_netaug_training_checkpoint(modelnet40, teacher_ckpt
         assert k == k2 and torch.equal(a, b), k
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("job", ["kd", "e2e", "fitnet", "dml"])
 def test_baselines_run(modelnet40, teacher_ckpt, tmp_path, job):
     over = {"job": job, "model": "pointnet2_ssg", "width": 0.125, "data": str(modelnet40), **SMALL, "epochs": 1}
@@ -288,6 +295,7 @@ def test_baselines_run(modelnet40, teacher_ckpt, tmp_path, job):
     assert report["params"] == 25456 and 0 <= report["oa"] <= 1
 
 
+@pytest.mark.slow
 def test_cached_teacher_outputs(modelnet40, teacher_ckpt, tmp_path):
     over = {"job": "kd", "model": "pointnet2_ssg", "width": 0.125, "data": str(modelnet40), **SMALL,
             "distill": {"teacher": teacher_ckpt, "cache_views": 2}}
@@ -319,6 +327,7 @@ def test_cached_teacher_outputs(modelnet40, teacher_ckpt, tmp_path):
     assert not any(e["type"] == "progress" and e.get("what") == "teacher cache" for e in events2)
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights(modelnet40, tmp_path):
     over = {"model": "pointnet2_ssg", "width": 0.125, "data": str(modelnet40), **SMALL, "job": "netaug"}
     cfg = load_config("smoke", overrides=over)

@@ -63,6 +63,7 @@ def test_pairwise_fps_gives_the_eager_indices(shapes):
     assert torch.equal(farthest_point_sample_pairwise(centres, 128), farthest_point_sample(centres, 128))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,width", ARCHS, ids=[f"{n}-{w:g}" for n, w in ARCHS])
 def test_exports_match_eager(name, width, shapes, tmp_path):
     model = _realistic(name, width, shapes)
@@ -106,6 +107,7 @@ def _fitted_student(shapes: torch.Tensor):
     return model
 
 
+@pytest.mark.slow
 def test_int8_student_loads_small_and_agrees(shapes, tmp_path):
     import onnx
 
@@ -146,6 +148,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=120)
 
 
+@pytest.mark.slow
 def test_export_command_writes_a_file_and_rejects_a_bad_checkpoint(tmp_path):
     torch.manual_seed(0)
     ckpt = tmp_path / "student.pt"

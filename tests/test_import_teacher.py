@@ -364,6 +364,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("arch", list(CASES))
 def test_imported_teacher_gives_the_originals_probabilities(arch, tmp_path, capsys):
@@ -424,6 +425,7 @@ def test_a_checkpoint_pickled_under_numpy_1_loads(tmp_path):
     assert info["instance_acc"] == 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wrap", ["bare", "module_prefix", "dict_module_prefix"])
 def test_layouts_are_recognised_however_the_state_dict_was_saved(wrap, tmp_path):
     """Bare state dict, DataParallel ``module.`` prefixes, prefixes inside a training-script dict:
@@ -445,6 +447,7 @@ def test_layouts_are_recognised_however_the_state_dict_was_saved(wrap, tmp_path)
     assert any("k=20" in n for n in result.notes)
 
 
+@pytest.mark.slow
 def test_msg_feature_columns_are_reordered_to_ours(tmp_path):
     """The MSG port groups [features, xyz]; ours [xyz, features]: the first layer's columns move."""
     from core.models.importers import import_teacher
@@ -615,6 +618,7 @@ def test_a_failed_import_never_clobbers_an_existing_output(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "best.pth", "best_model.pth", "teacher.pt"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_exit_status_of_the_real_command(tmp_path):
     """Through main.py itself: a refusal exits 2 with one line; --help documents the command."""
@@ -627,6 +631,7 @@ def test_exit_status_of_the_real_command(tmp_path):
     assert "import-teacher" in r.stdout
 
 
+@pytest.mark.slow
 def test_importer_is_headless():
     """core never imports Qt: the importer and its command load without PySide6."""
     code = ("import sys; sys.modules['PySide6'] = None; import core.models.importers, core.cli.import_cmd; "
@@ -641,6 +646,7 @@ def test_importer_is_headless():
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_compress_runs_from_an_imported_teacher(modelnet40, tmp_path, capsys):
     from core.engine.checkpoint import load_model
@@ -690,6 +696,7 @@ def app_window(qtbot, tmp_path):
     w.shutdown()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_models_menu_imports_a_teacher_and_loads_it(qtbot, app_window, tmp_path):
     w = app_window

@@ -75,6 +75,7 @@ def test_dataset_folder_summary(tmp_path, capsys):
     assert rc == 0 and info["classes"] == 2 and info["splits"] == {"train": 2, "test": 2}
 
 
+@pytest.mark.slow
 def test_every_shared_scan_inspects(shared_data, capsys):
     scans = shared_data / "scans"
     if not scans.is_dir():
@@ -96,6 +97,7 @@ def test_help_has_an_example(capsys):
     assert "example" in out and "python main.py inspect" in out and "--points" in out
 
 
+@pytest.mark.slow
 def test_real_command_line_exit_status(tmp_path):
     """The installed entry point, as a user runs it: one line on stderr and status 2."""
     env = dict(os.environ, T3DNET_NO_TCMALLOC="1")

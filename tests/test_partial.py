@@ -262,6 +262,7 @@ def test_partial_view_accepts_a_float_severity(shapes):
 # evaluate --views partial
 
 
+@pytest.mark.slow
 def test_evaluate_partial_views_json(tmp_path):
     student = ROOT / "assets" / "models" / "student.pt"
     if not student.is_file():
@@ -308,6 +309,7 @@ def test_per_shape_views_are_fixed_per_shape_and_independent_of_the_batch(shapes
 SMALL = {"limit_train": 48, "limit_test": 24, "batch_size": 8}
 
 
+@pytest.mark.slow
 def test_training_uses_cached_partial_views_and_their_own_indices(modelnet40, tmp_path):
     """With cached indices, each variant is one fixed set of views drawn once (and cached on disk for
     the next run); the grouping indices are those of the views, not of the clean shapes."""
@@ -364,6 +366,7 @@ def test_fresh_partial_views_per_batch_without_cached_indices(modelnet40, tmp_pa
     assert torch.isfinite(terms["loss"]) and 0 <= int(correct) <= 4
 
 
+@pytest.mark.slow
 def test_cached_teacher_views_are_partial_views(modelnet40, tmp_path):
     """Distillation with cached teacher outputs: the teacher saw the same partial views as the student."""
     from core.engine.checkpoint import load_model
@@ -386,6 +389,7 @@ def test_cached_teacher_views_are_partial_views(modelnet40, tmp_path):
     assert torch.allclose(cache["logits"][1, :3].float(), expect, atol=2e-2)
 
 
+@pytest.mark.slow
 def test_a_train_job_can_start_from_a_trained_model(modelnet40, tmp_path):
     from core.engine.checkpoint import load_model
     from core.engine.config import ConfigError, load_config
@@ -400,3 +404,17 @@ def test_a_train_job_can_start_from_a_trained_model(modelnet40, tmp_path):
         assert torch.equal(trainer.model.state_dict()[k], v), k
     with pytest.raises(ConfigError, match="init"):
         load_config("smoke", overrides=base | {"job": "netaug", "init": first["checkpoint"]})
+    # A run cancelled mid-way resumes from its own folder, even when the init file is gone.
+    import shutil
+    import threading
+
+    from core.engine.trainer import JobCancelled, resume_run
+
+    init = tmp_path / "init.pt"
+    shutil.copyfile(first["checkpoint"], init)
+    cancel = threading.Event()
+    with pytest.raises(JobCancelled):
+        run_job(load_config("smoke", overrides=base | {"init": str(init)}), tmp_path / "third",
+                sink=lambda e: cancel.set() if e["type"] == "step" and e["step"] >= 2 else None, cancel=cancel)
+    init.unlink()
+    assert resume_run(tmp_path / "third")["oa"] >= 0

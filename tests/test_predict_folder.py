@@ -100,6 +100,7 @@ def jsonl(stdout: str) -> list[dict]:
 # the CLI
 
 
+@pytest.mark.slow
 def test_folder_jsonl_one_object_per_file_sorted_bad_file_reported_exit_3(folder, tmp_path):
     table = tmp_path / "predictions.csv"
     r = run_cli(folder, "--jsonl", "--csv", table)
@@ -135,6 +136,7 @@ def test_folder_jsonl_one_object_per_file_sorted_bad_file_reported_exit_3(folder
     assert float(chair["student_prob"]) == pytest.approx(answers[0]["student"]["top"][0]["prob"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_all_good_exit_0_and_all_bad_exit_2(tmp_path, capsys):
     good = make_folder(tmp_path / "good", bad=False)
     code, out, err = predict(capsys, good, "--jsonl")
@@ -171,6 +173,7 @@ def test_folder_without_jsonl_prints_one_line_per_file(folder, capsys):
     assert lines[1].startswith("error: ") and BAD in lines[1]
 
 
+@pytest.mark.slow
 def test_single_file_jsonl_is_the_json_answer_with_its_path(capsys):
     chair = SAMPLES / "chair.npy"
     code, out, _ = predict(capsys, chair, "--json")
@@ -247,6 +250,7 @@ def isolated_settings(tmp_path):
     yield
 
 
+@pytest.mark.slow
 def test_predict_folder_dialog_table_sort_export_and_open(qtbot, isolated_settings, folder, tmp_path):
     from app.main_window import MainWindow
     from app.settings import Settings

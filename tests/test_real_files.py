@@ -130,6 +130,7 @@ def test_single_shapes_are_not_scenes(name, comparison):
     assert comparison.analyze(Cloud(), "z")["scene"] is False
 
 
+@pytest.mark.slow
 def test_real_scans_scene_or_object():
     if not SCANS.is_dir():
         pytest.skip(f"{SCANS} is absent (the shared data folder)")
@@ -280,6 +281,7 @@ def test_candidate_views_turn_each_axis_up():
     assert spread[0, 2] < 0.1  # 'z' leaves it lying
 
 
+@pytest.mark.slow
 def test_the_bundled_estimator_keeps_z_up_and_brings_turned_samples_back():
     from core.inference import DEFAULT_UP_ESTIMATOR, UpEstimator
 

@@ -103,6 +103,7 @@ def test_eval_outputs_match_reference_exactly_in_float64(name):
 GRAD_CASES = [(name, 1 / 8) for name in MODELS] + [("pointnet2_ssg", 1.0)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("name,width", GRAD_CASES, ids=[f"{n}-w{'1' if w == 1 else '1_8'}" for n, w in GRAD_CASES])
 def test_training_gradients_and_bn_statistics_match_reference(name, width):
@@ -199,6 +200,7 @@ def test_channels_first_and_rows_layouts_agree_on_a_supernet(monkeypatch):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["pointnet2_ssg", "pointnet2_msg", "pointnet"])
 def test_bn_and_relu_after_the_max_match_the_plain_formulation(monkeypatch, name):
     """forward_max pools each MLP's last linear output and applies BN and ReLU to the pooled

@@ -50,6 +50,7 @@ def tiny_checkpoints(tmp_path_factory, modelnet40):
     return str(d / "teacher.pt"), str(d / "student.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_report_of_the_bundled_models_has_evaluates_numbers(modelnet40, tmp_path):
     """``main.py report`` on the bundled models: every section, and each number equal to the one
@@ -72,8 +73,12 @@ def test_report_of_the_bundled_models_has_evaluates_numbers(modelnet40, tmp_path
         ev = evaluate_checkpoint(ck, modelnet40, limit=24, temperature_shapes=16)
         got = summary[role]
         assert got["n"] == ev["n"] == 24
-        for key in ("oa", "macc", "ece", "ece_temperature_scaled", "temperature"):
-            assert got[key] == pytest.approx(ev[key], abs=1e-9), (role, key)
+        for key in ("oa", "macc"):
+            assert got[key] == ev[key], (role, key)
+        # ECE and temperature come from logits that two loads of a model may compute on different runtimes
+        # (``auto`` measures both at each load): equal to far below the page's two decimals, not bit for bit.
+        for key in ("ece", "ece_temperature_scaled", "temperature"):
+            assert got[key] == pytest.approx(ev[key], abs=1e-5), (role, key)
         assert f"{ev['oa'] * 100:.2f}%" in page and f"{ev['ece'] * 100:.2f}%" in page
         assert f"{got['params']:,}" in page and got["latency_ms"] > 0
     # The commands that reproduce the numbers are in the page.
@@ -114,6 +119,7 @@ def test_report_measures_partial_views_per_class_and_confusion_like_evaluate(tin
     assert "--partial --severity 2" in page
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_cancelled_report_writes_nothing(tiny_checkpoints, modelnet40, tmp_path):
     from core.report import ReportCancelled, ReportRequest, build_report
@@ -131,6 +137,7 @@ def test_a_cancelled_report_writes_nothing(tiny_checkpoints, modelnet40, tmp_pat
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_report_refuses_bad_input_with_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "main.py"), "report", "--data", str(tmp_path / "nowhere"),
@@ -182,6 +189,7 @@ def window(qtbot, tiny_checkpoints, tmp_path, modelnet40):
     w.shutdown()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("suffix", [".html", ".pdf"])
 def test_app_exports_the_report_of_the_loaded_models(qtbot, window, tmp_path, suffix):
@@ -201,6 +209,7 @@ def test_app_exports_the_report_of_the_loaded_models(qtbot, window, tmp_path, su
         assert Path(window.compare.teacher.checkpoint).name in data.decode("utf-8")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_app_report_can_be_cancelled(qtbot, window, tmp_path):
     out = tmp_path / "report.html"
@@ -215,6 +224,7 @@ def test_app_report_can_be_cancelled(qtbot, window, tmp_path):
 
 
 # --- a browser shows it ---------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_headless_chromium_renders_the_report_with_its_pictures(tiny_checkpoints, modelnet40, tmp_path):
     """The page as a browser shows it, network refused: its pictures are drawn (the text and tables are

@@ -32,19 +32,25 @@ def classification_metrics(pred: np.ndarray, labels: np.ndarray, num_classes: in
 
 @torch.no_grad()
 def measure_latency(model, num_points: int = 1024, batch: int = 1, runs: int = 20, warmup: int = 3) -> float:
-    """Median wall time (ms) of one eager forward pass at ``batch`` on the CPU, after warm-up.
+    """Median wall time (ms) of one call at ``batch`` on the CPU, after warm-up: ``model`` is a torch
+    model (one eager forward pass) or any callable taking (batch, num_points, 3) float32 numpy
+    clouds (e.g. ``core.inference.LoadedModel.logits``: the model's inference engine).
 
-    Sampling and grouping are included (computed inside the forward pass).
+    Sampling and grouping are included (computed inside the call).
     """
-    model = model.eval()
-    x = torch.rand(batch, num_points, 3) * 2 - 1
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        model(x)
-        times.append((time.perf_counter() - t0) * 1000)
+    x = torch.rand(batch, num_points, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    if isinstance(model, torch.nn.Module):
+        run = model.eval()
+    else:
+        run, x = model, x.numpy()
+    with torch.no_grad():
+        for _ in range(warmup):
+            run(x)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            run(x)
+            times.append((time.perf_counter() - t0) * 1000)
     return float(statistics.median(times))
 
 

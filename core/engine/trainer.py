@@ -89,7 +89,7 @@ class Trainer:
             self.sink(event)
 
     # -- set-up -------------------------------------------------------------------------------
-    def _setup(self) -> None:
+    def _setup(self, load_init: bool = True) -> None:
         cfg = self.cfg
         if not cfg.data:
             raise JobError("no dataset given (data)")
@@ -113,7 +113,7 @@ class Trainer:
         arch = {} if cfg.dropout is None else {"dropout": cfg.dropout}
         self.model = create_model(cfg.model, num_classes=nc, width=cfg.width, aug_factors=factors,
                                   **arch).to(self.device)
-        if cfg.init and self.job not in AUGMENTED_JOBS:
+        if cfg.init and load_init and self.job not in AUGMENTED_JOBS:  # a resumed run has its own weights
             init, _ = load_model(cfg.init, expect_model=cfg.model)
             if init.is_augmentable:  # a NetAug supernet (e.g. a stage-1 last.pt): its tiny model
                 init.set_widths("tiny")
@@ -481,10 +481,11 @@ class Trainer:
                 self._writer.close()
 
     def _fit(self, resume: bool) -> dict:
-        self._setup()
+        resuming = resume and (self.run_dir / "last.pt").is_file()
+        self._setup(load_init=not resuming)  # resuming needs only the run folder, not the init file
         self.elapsed = 0.0
         start_epoch, start_step, perm, best, history = 0, 0, None, -1.0, []
-        if resume and (self.run_dir / "last.pt").is_file():
+        if resuming:
             start_epoch, start_step, perm, best, history = self._restore(read_checkpoint(self.run_dir / "last.pt"))
         cfg = self.cfg
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
