@@ -36,6 +36,56 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> tuple[str, str]:
+    """A small untrained teacher and student over the ModelNet40 classes (PointNet: fast on CPU);
+    no dataset needed."""
+    import torch
+
+    from core.data.datasets import MODELNET40_CLASSES
+    from core.engine.checkpoint import save_model
+    from core.models import create_model
+
+    names = list(MODELNET40_CLASSES)
+    d = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    save_model(d / "teacher.pt", create_model("pointnet", num_classes=len(names), width=0.25), names)
+    torch.manual_seed(1)
+    save_model(d / "student.pt", create_model("pointnet", num_classes=len(names), width=0.125), names)
+    return str(d / "teacher.pt"), str(d / "student.pt")
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    """Opens the main window on a teacher and a student (``make_window(teacher, student, data_dir=None)``),
+    with its settings in ``tmp_path`` (never the user's), and shuts it down after the test."""
+    from PySide6.QtCore import QSettings
+
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    opened = []
+
+    def make(teacher, student, data_dir=None):
+        from app.main_window import MainWindow
+        from app.settings import Settings
+
+        s = Settings()
+        s.runs_dir = str(tmp_path / "runs")
+        if data_dir is not None:
+            s.data_dir = str(data_dir)
+        w = MainWindow(settings=s, teacher=str(teacher), student=str(student))
+        w.quiet_errors = True
+        qtbot.addWidget(w)
+        w.show()
+        qtbot.waitUntil(lambda: w.compare.comparison is not None, timeout=60000)
+        opened.append(w)
+        return w
+
+    yield make
+    for w in opened:
+        w.shutdown()
+
+
 def pytest_sessionfinish(session, exitstatus):
     if exitstatus == 5:  # no tests collected: never a silent pass
         print("\nerror: no tests were collected")

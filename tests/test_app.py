@@ -18,25 +18,6 @@ SCANS = ROOT.parent / "shared" / "data" / "scans"
 SCAN_FILES = sorted(p for p in SCANS.glob("*") if p.suffix.lower() in (".ply", ".pcd", ".obj", ".off", ".stl", ".xyz"))
 
 
-@pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory):
-    """A small untrained teacher and student over the ModelNet40 classes (PointNet: fast on CPU);
-    no dataset needed, so the main-window tests run without ../shared/data."""
-    import torch
-
-    from core.data.datasets import MODELNET40_CLASSES
-    from core.engine.checkpoint import save_model
-    from core.models import create_model
-
-    names = list(MODELNET40_CLASSES)
-    d = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    save_model(d / "teacher.pt", create_model("pointnet", num_classes=len(names), width=0.25), names)
-    torch.manual_seed(1)
-    save_model(d / "student.pt", create_model("pointnet", num_classes=len(names), width=0.125), names)
-    return d / "teacher.pt", d / "student.pt"
-
-
 @pytest.fixture(autouse=True)
 def isolated_settings(tmp_path):
     """Each test writes QSettings into its own folder, never the user's profile."""
@@ -46,19 +27,8 @@ def isolated_settings(tmp_path):
 
 
 @pytest.fixture
-def window(qtbot, checkpoints, tmp_path):
-    from app.main_window import MainWindow
-    from app.settings import Settings
-
-    s = Settings()
-    s.runs_dir = str(tmp_path / "runs")
-    w = MainWindow(settings=s, teacher=str(checkpoints[0]), student=str(checkpoints[1]))
-    w.quiet_errors = True
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.compare.comparison is not None, timeout=60000)
-    yield w
-    w.shutdown()
+def window(make_window, checkpoints):
+    return make_window(*checkpoints)
 
 
 def test_tests_never_touch_the_users_settings(tmp_path):

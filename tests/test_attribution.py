@@ -105,31 +105,9 @@ def test_every_zoo_model_gives_a_finite_importance_per_point(name):
 
 # --- the app: Importance tab -> coloured overlay in the view --------------------------------------
 @pytest.fixture
-def window(qtbot, tmp_path, modelnet40):
+def window(make_window, checkpoints):
     pytest.importorskip("pytestqt")
-    from PySide6.QtCore import QSettings
-
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)  # never the user's settings
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
-    from app.main_window import MainWindow
-    from app.settings import Settings
-    from core.engine.checkpoint import save_model
-    from core.models import create_model
-
-    names = sorted(p.name for p in modelnet40.iterdir() if p.is_dir())
-    torch.manual_seed(0)
-    save_model(tmp_path / "teacher.pt", create_model("pointnet", num_classes=len(names), width=0.25), names)
-    torch.manual_seed(1)
-    save_model(tmp_path / "student.pt", create_model("pointnet", num_classes=len(names), width=0.125), names)
-    s = Settings()
-    s.runs_dir = str(tmp_path / "runs")
-    w = MainWindow(settings=s, teacher=str(tmp_path / "teacher.pt"), student=str(tmp_path / "student.pt"))
-    w.quiet_errors = True
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.compare.comparison is not None, timeout=60000)
-    yield w
-    w.shutdown()
+    return make_window(*checkpoints)
 
 
 @pytest.mark.timeout(180)

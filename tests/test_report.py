@@ -33,23 +33,6 @@ def assert_self_contained(page: str, images: int = 4) -> None:
     assert not re.search(r"""<(img|script|iframe)\b[^>]*\bsrc\s*=\s*["'](?!data:)""", page, re.I)
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoints(tmp_path_factory, modelnet40):
-    """An untrained small teacher and student over the ModelNet40 classes (PointNet: fast on CPU)."""
-    import torch
-
-    from core.engine.checkpoint import save_model
-    from core.models import create_model
-
-    names = sorted(p.name for p in modelnet40.iterdir() if p.is_dir())
-    d = tmp_path_factory.mktemp("report_ckpt")
-    torch.manual_seed(0)
-    save_model(d / "teacher.pt", create_model("pointnet", num_classes=len(names), width=0.25), names)
-    torch.manual_seed(1)
-    save_model(d / "student.pt", create_model("pointnet", num_classes=len(names), width=0.125), names)
-    return str(d / "teacher.pt"), str(d / "student.pt")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_report_of_the_bundled_models_has_evaluates_numbers(modelnet40, tmp_path):
@@ -87,11 +70,11 @@ def test_report_of_the_bundled_models_has_evaluates_numbers(modelnet40, tmp_path
 
 
 @pytest.mark.timeout(300)
-def test_report_measures_partial_views_per_class_and_confusion_like_evaluate(tiny_checkpoints, modelnet40, tmp_path):
+def test_report_measures_partial_views_per_class_and_confusion_like_evaluate(checkpoints, modelnet40, tmp_path):
     from core.inference import evaluate_checkpoint
     from core.report import ReportRequest, build_report
 
-    teacher, student = tiny_checkpoints
+    teacher, student = checkpoints
     seen = []
     req = ReportRequest(teacher, student, str(modelnet40), limit=30, temperature_shapes=20, partial=True,
                         latency_runs=3, disagreements=3)
@@ -121,7 +104,7 @@ def test_report_measures_partial_views_per_class_and_confusion_like_evaluate(tin
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_a_cancelled_report_writes_nothing(tiny_checkpoints, modelnet40, tmp_path):
+def test_a_cancelled_report_writes_nothing(checkpoints, modelnet40, tmp_path):
     from core.report import ReportCancelled, ReportRequest, build_report
 
     calls = []
@@ -132,7 +115,7 @@ def test_a_cancelled_report_writes_nothing(tiny_checkpoints, modelnet40, tmp_pat
 
     out = tmp_path / "r.html"
     with pytest.raises(ReportCancelled):
-        build_report(ReportRequest(*tiny_checkpoints, str(modelnet40), limit=200, temperature_shapes=20), out,
+        build_report(ReportRequest(*checkpoints, str(modelnet40), limit=200, temperature_shapes=20), out,
                      progress=lambda *a: None, cancelled=cancelled)
     assert not out.exists() and not list(tmp_path.iterdir())
 
@@ -168,25 +151,9 @@ def test_pareto_front_of_a_given_set_of_points():
 
 # --- the app: File > Export report… ----------------------------------------------------------------
 @pytest.fixture
-def window(qtbot, tiny_checkpoints, tmp_path, modelnet40):
+def window(make_window, checkpoints, modelnet40):
     pytest.importorskip("pytestqt")
-    from PySide6.QtCore import QSettings
-
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)  # never the user's settings
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
-    from app.main_window import MainWindow
-    from app.settings import Settings
-
-    s = Settings()
-    s.runs_dir = str(tmp_path / "runs")
-    s.data_dir = str(modelnet40)
-    w = MainWindow(settings=s, teacher=tiny_checkpoints[0], student=tiny_checkpoints[1])
-    w.quiet_errors = True
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.compare.comparison is not None, timeout=60000)
-    yield w
-    w.shutdown()
+    return make_window(*checkpoints, data_dir=modelnet40)
 
 
 @pytest.mark.slow
@@ -226,7 +193,7 @@ def test_app_report_can_be_cancelled(qtbot, window, tmp_path):
 # --- a browser shows it ---------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_headless_chromium_renders_the_report_with_its_pictures(tiny_checkpoints, modelnet40, tmp_path):
+def test_headless_chromium_renders_the_report_with_its_pictures(checkpoints, modelnet40, tmp_path):
     """The page as a browser shows it, network refused: its pictures are drawn (the text and tables are
     grey, the pictures coloured: the screenshot has far more coloured pixels than the page without them)."""
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -239,7 +206,7 @@ def test_headless_chromium_renders_the_report_with_its_pictures(tiny_checkpoints
 
     from core.report import ReportRequest, build_report
 
-    page = build_report(ReportRequest(*tiny_checkpoints, str(modelnet40), limit=20, temperature_shapes=10,
+    page = build_report(ReportRequest(*checkpoints, str(modelnet40), limit=20, temperature_shapes=10,
                                       latency_runs=2, disagreements=2), tmp_path / "r.html")["html"]
     (tmp_path / "bare.html").write_text(re.sub(r'<img src="data:[^"]+"', '<img src=""', page), encoding="utf-8")
     shots = {name: imread(screenshot(tmp_path / f"{name}.html", tmp_path / f"{name}.png", browser, 900, 6000))
