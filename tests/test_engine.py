@@ -66,7 +66,7 @@ def test_presets_load_and_validate():
     for preset in ("paper", "cpu", "smoke"):
         cfg = load_config(preset, overrides={"data": "x"})
         assert cfg.epochs >= 1
-    assert load_config("cpu").precision == "bf16"
+    assert load_config("cpu").precision == "auto"  # bf16 where the CPU computes it natively
 
 
 def test_shipped_configs_load_and_validate():
@@ -376,3 +376,14 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     cfg = load_config("smoke", overrides={"data": str(tmp_path / "nowhere")})
     with pytest.raises(Exception, match="nowhere"):
         run_job(cfg, tmp_path / "run")
+
+
+def test_precision_auto_is_bf16_only_where_the_hardware_has_it():
+    from core.engine.config import resolve_precision
+    from core.engine.machine import native_bf16
+
+    assert load_config("cpu").precision == "auto"
+    assert resolve_precision("auto", "cpu") == ("bf16" if native_bf16() else "fp32")
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ConfigError, match="precision: must be fp32, bf16 or auto"):
+        load_config("smoke", overrides={"precision": "fp16"})

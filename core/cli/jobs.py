@@ -47,7 +47,7 @@ def _add_job_options(p: argparse.ArgumentParser, model_required: bool) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda")
-    p.add_argument("--precision", default=None, help="fp32 | bf16")
+    p.add_argument("--precision", default=None, help="fp32 | bf16 | auto (bf16 where the hardware computes it natively)")
     p.add_argument("--dropout", type=float, default=None,
                    help="classifier-head dropout (default: the architecture's; tiny students train better with less)")
     p.add_argument("--teacher", default=None, help="teacher checkpoint (distillation jobs)")

@@ -34,6 +34,21 @@ def cpu_capability() -> str:
         return "unknown"
 
 
+@lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX): only then does bf16
+    autocast speed training up; elsewhere it is emulated and slower than float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def describe_machine() -> dict:
     """A JSON-ready description of this machine and of the libraries that compute on it."""
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
@@ -60,4 +75,4 @@ def machine_line() -> str:
     return format_machine(describe_machine())
 
 
-__all__ = ["cpu_name", "cpu_capability", "describe_machine", "format_machine", "machine_line"]
+__all__ = ["cpu_name", "cpu_capability", "describe_machine", "format_machine", "machine_line", "native_bf16"]

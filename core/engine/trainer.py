@@ -34,7 +34,7 @@ from core.models.complexity import count_macs, count_parameters, grouping_cost
 
 from . import distributed as dist_utils
 from .checkpoint import TEST_SELECTED, CheckpointError, atomic_save, load_model, model_state, read_checkpoint
-from .config import JobConfig, config_from_dict
+from .config import JobConfig, config_from_dict, resolve_precision
 from .events import JsonlWriter
 from .grouping import GroupingCache
 from .losses import feature_loss, kd_loss, kl_divergence
@@ -75,6 +75,7 @@ class Trainer:
         self.dist = dist_utils.DistInfo.from_env()
         self._writer = JsonlWriter(self.run_dir / "events.jsonl") if self.dist.is_main else None
         self.device = torch.device(_pick_device(cfg.device, self.dist))
+        self.precision = resolve_precision(cfg.precision, self.device.type)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
 
@@ -252,7 +253,7 @@ class Trainer:
         cfg = self.cfg
         tck = read_checkpoint(cfg.distill.teacher)
         key = (f"{Path(tck['path']).resolve()}|{os.path.getmtime(tck['path'])}|{views}|{VIEW_SEED}|"
-               f"{self._data_key()}|{cfg.augment}|{cfg.precision}")
+               f"{self._data_key()}|{cfg.augment}|{self.precision}")
         # Shared between runs (KD, T3DNet stage 2, baselines) with the same teacher and views.
         path = cache_dir() / f"teacher_outputs_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if path.is_file():
@@ -291,7 +292,7 @@ class Trainer:
 
     # -- helpers ------------------------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _lr_at(self, step: int) -> float:
         cfg = self.cfg
@@ -583,6 +584,7 @@ class Trainer:
             "grouping_distances": grouping_cost(final, self.cfg.num_points),
             "latency_ms_cpu_b1": measure_latency(final, self.cfg.num_points),
             "threads": torch.get_num_threads(),
+            "precision": self.precision,
             "machine": describe_machine(),
             "epochs": self.cfg.epochs,
             "train_time_s": self.elapsed,
