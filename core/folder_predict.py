@@ -22,8 +22,8 @@ import numpy as np
 from core.errors import T3DError
 
 #: Files read, analysed and prepared before both models run over them in one forward pass each.
-#: Larger batches do not run faster per shape on CPU (the sampling and grouping tensors outgrow
-#: the caches): measured 18.6 ms/shape for the student at 8, 22.8 at 32, 38.2 at 64, one thread.
+#: The engine splits larger batches into chunks anyway (core.runtime.CHUNK); 16 keeps the files
+#: read ahead of the models few, so an unreadable file is reported soon.
 BATCH_SIZE = 16
 
 #: Columns of the CSV table (:func:`write_csv`); probabilities are fractions, ``agree`` is true/false.
