@@ -238,8 +238,9 @@ class DisagreementPanel(QWidget):
             p.setLimits(xMin=0, xMax=n, yMin=0, yMax=n)
             p.setRange(xRange=(0, n), yRange=(0, n), padding=0)
         self._show_calibration(res.get("calibration") or {})
-        self.progress.setRange(0, max(n_shapes := len(res["labels"]), 1))  # "done" counts shapes scanned,
-        self.progress.setValue(n_shapes)  # not the last step's (e.g. the temperature slice's) items
+        # "done" counts the shapes scanned, not the last step's items (e.g. the temperature slice's)
+        self.progress.setRange(0, max(len(res["labels"]), 1))
+        self.progress.setValue(len(res["labels"]))
         self.scanned.emit(res)
 
     def _show_calibration(self, cal: dict) -> None:
