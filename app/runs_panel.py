@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
 
 from app.compare_panel import human
 from core.engine.checkpoint import run_checkpoint
+from core.engine.events import EpochEvent, StartEvent, parse_event
 from core.pareto import pareto_front
 
 COLUMNS = ("run", "job", "model", "OA %", "mAcc %", "params", "MACs", "latency ms (CPU, b1)", "epochs", "path")
@@ -63,11 +64,11 @@ def read_run(d: Path) -> dict:
     if not info["history"] and (d / "events.jsonl").is_file():
         try:
             for line in (d / "events.jsonl").read_text().splitlines():
-                ev = json.loads(line)
-                if ev.get("type") == "epoch":
-                    info["history"].append(ev)
-                elif ev.get("type") == "start":
-                    info.setdefault("job", ev.get("job", ""))
+                ev = parse_event(line)
+                if isinstance(ev, EpochEvent):
+                    info["history"].append(ev.payload())
+                elif isinstance(ev, StartEvent):
+                    info.setdefault("job", ev.job)
         except (OSError, ValueError):
             pass
         info.setdefault("finished", False)

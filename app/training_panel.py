@@ -1,12 +1,14 @@
 """Training panel: engine jobs as child processes (QProcess) streaming JSON events, live curves.
 
-A job runs ``python main.py <job> ... --events json``; its stdout carries one JSON event per line,
-its stderr a log. A crash in a job cannot take the GUI down.
+The form builds and validates a :class:`~core.engine.config.JobConfig` in process (an invalid one
+is reported in the panel and never started), writes it as the run folder's ``job.yaml`` and runs
+``python main.py run RUN_DIR/job.yaml --events json``; the job's stdout carries one JSON event per
+line (read with :func:`~core.engine.events.parse_event`), its stderr a log. A crash in a job cannot
+take the GUI down.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -20,22 +22,12 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayo
                                QSizePolicy, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
 from core.cli.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR
+from core.engine.config import ConfigError, JobConfig, load_config
+from core.engine.events import (CancelledEvent, EndEvent, EpochEvent, ErrorEvent, Event, ProgressEvent, StageEvent,
+                                StartEvent, StepEvent, parse_event)
+from core.engine.jobs import METHODS, Method, by_command
 
 ROOT = Path(__file__).resolve().parents[1]
-JOBS = {
-    "compress": "The whole T3DNet pipeline: NetAug, then distillation from the teacher",
-    "train": "Train a model from scratch (a teacher, or the scratch baseline)",
-    "netaug": "Stage 1: the tiny model trained inside its augmentable supernet",
-    "distill": "Stage 2: a student learns from a frozen teacher",
-    "kd": "Baseline: knowledge distillation alone",
-    "e2e": "Variant: NetAug and distillation in one stage",
-    "fitnet": "Baseline: feature-level distillation (FitNet)",
-    "dml": "Baseline: deep mutual learning of two tiny models",
-}
-NEEDS_TEACHER = {"compress", "distill", "kd", "e2e", "fitnet"}
-MODELS = ("pointnet2_ssg", "pointnet2_msg", "pointnet", "dgcnn")
-NOT_SCALARS = {"epoch", "step", "global_step", "total_steps", "elapsed", "time", "epochs", "index", "of",
-               "epoch_time", "start_epoch", "steps_per_epoch", "world_size", "params", "macs"}
 
 
 def plot_group(name: str) -> str:
@@ -81,7 +73,7 @@ class JobProcess(QObject):
     Thread: GUI thread (QProcess delivers its signals there).
     """
 
-    event = Signal(dict)
+    event = Signal(object)  # an Event
     log = Signal(str)
     done = Signal(int, str)  # exit code, a plain-words outcome
 
@@ -103,7 +95,7 @@ class JobProcess(QObject):
         self.stderr_tail: list[str] = []
         self.cancel_requested = False
         self.finished_flag = False
-        self.ended = None
+        self.ended: EndEvent | CancelledEvent | None = None
 
     @property
     def command_line(self) -> str:
@@ -142,16 +134,15 @@ class JobProcess(QObject):
             if not line:
                 continue
             try:
-                ev = json.loads(line)
-            except json.JSONDecodeError:
+                ev = parse_event(line)
+            except ValueError:  # not an event: a line of text
                 self.log.emit(line.decode("utf-8", "replace"))
                 continue
-            if isinstance(ev, dict):
-                if ev.get("type") == "error":
-                    self.last_error = str(ev.get("message", ""))
-                if ev.get("type") in ("end", "cancelled"):
-                    self.ended = ev
-                self.event.emit(ev)
+            if isinstance(ev, ErrorEvent):
+                self.last_error = ev.message
+            if isinstance(ev, (EndEvent, CancelledEvent)):
+                self.ended = ev
+            self.event.emit(ev)
 
     def _read_stderr(self) -> None:
         self._err += bytes(self.proc.readAllStandardError())
@@ -175,8 +166,9 @@ class JobProcess(QObject):
         self.finished_flag = True
         self._read_stdout()
         if code == 0 and status == QProcess.ExitStatus.NormalExit:
-            outcome = "Finished" + (f": OA {self.ended['oa'] * 100:.1f}%" if self.ended and
-                                    isinstance(self.ended.get("oa"), (int, float)) else "")
+            ended = self.ended
+            outcome = "Finished" + (f": OA {ended.oa * 100:.1f}%" if isinstance(ended, EndEvent) and
+                                    isinstance(ended.oa, (int, float)) else "")
         elif code == EXIT_INTERRUPTED or (self.cancel_requested and status == QProcess.ExitStatus.NormalExit):
             outcome = f"Cancelled; a resumable checkpoint is in {self.run_dir} (use Resume)"
         elif code == EXIT_USER_ERROR:
@@ -198,12 +190,12 @@ class TrainingPanel(QWidget):
 
     job_started = Signal(str)
     job_finished = Signal(str, int, str)  # run dir, exit code, outcome
-    event_received = Signal(dict)
+    event_received = Signal(object)  # every Event of the running job
 
     def __init__(self, settings, parent=None) -> None:
         super().__init__(parent)
         self.settings = settings
-        self.queue: list[tuple[list[str], str]] = []
+        self.queue: list[tuple[str, list[str], str]] = []  # (what, main.py arguments, run dir)
         self.job: JobProcess | None = None
         self.curves = CurveBuffer()
         self.items: dict[str, pg.PlotDataItem] = {}
@@ -216,13 +208,13 @@ class TrainingPanel(QWidget):
         form_box = QGroupBox("New job")
         form = QFormLayout(form_box)
         self.job_kind = QComboBox()
-        for k, tip in JOBS.items():
-            self.job_kind.addItem(k)
-            self.job_kind.setItemData(self.job_kind.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        for m in METHODS.values():
+            self.job_kind.addItem(m.command)
+            self.job_kind.setItemData(self.job_kind.count() - 1, m.help[0].upper() + m.help[1:],
+                                      Qt.ItemDataRole.ToolTipRole)
         self.job_kind.setToolTip("Which engine job to run (hover an entry for what it does)")
         self.job_kind.currentTextChanged.connect(self._job_changed)
-        self.model = QComboBox()
-        self.model.addItems(MODELS)
+        self.model = QComboBox()  # filled from the model registry when the panel is first shown
         self.model.setToolTip("Registered model architecture (for compress: the student's)")
         self.width_spin = QDoubleSpinBox(minimum=0, maximum=2, singleStep=0.125, decimals=3, value=0)
         self.width_spin.setSpecialValueText("default")
@@ -274,6 +266,12 @@ class TrainingPanel(QWidget):
         for b in (self.start_button, self.cancel_button, self.resume_button):
             buttons.addWidget(b)
         form.addRow(buttons)
+        self.form_error = QLabel()
+        self.form_error.setWordWrap(True)
+        self.form_error.setStyleSheet("color: #d04040")
+        self.form_error.setToolTip("Why the job was not started: correct the form and start again")
+        self.form_error.hide()
+        form.addRow(self.form_error)
         self.queue_list = QListWidget()
         self.queue_list.setMaximumHeight(90)
         self.queue_list.setToolTip("Jobs waiting to run, in order")
@@ -352,42 +350,83 @@ class TrainingPanel(QWidget):
         h.addWidget(b)
         return w, e
 
+    def _method(self) -> Method:
+        return by_command(self.job_kind.currentText())
+
     def _job_changed(self, kind: str) -> None:
-        self.teacher[0].setEnabled(kind in NEEDS_TEACHER)
-        self.temperature.setEnabled(kind in NEEDS_TEACHER and kind != "fitnet")
+        m = by_command(kind)
+        self.teacher[0].setEnabled(m.needs_teacher)
+        self.temperature.setEnabled(m.uses_temperature)
+
+    def _fill_models(self) -> None:
+        """The model list, from the registry (imported on first use: it loads torch)."""
+        if self.model.count():
+            return
+        from core.models import list_models
+
+        self.model.addItems(list_models())
+        self.model.setCurrentText(self._method().model_default or self.model.itemText(0))
+
+    def showEvent(self, event) -> None:
+        self._fill_models()
+        super().showEvent(event)
 
     def set_dark(self, dark: bool) -> None:
         self.graphs.setBackground("#1f2126" if dark else "w")
 
-    def form_args(self) -> tuple[list[str], str]:
-        """The command-line arguments of the job described by the form, and its run directory."""
-        kind = self.job_kind.currentText()
-        out = self.out.text().strip() or str(Path(self.settings.runs_dir) / f"{kind}_{time.strftime('%Y%m%d-%H%M%S')}")
-        args = [kind, "--data", self.data[1].text().strip(), "--preset", self.preset.currentText(), "--out", out]
-        args += ["--model", self.model.currentText()]
-        if self.width_spin.value() > 0:
-            args += ["--width", f"{self.width_spin.value():g}"]
-        if kind in NEEDS_TEACHER:
-            args += ["--teacher", self.teacher[1].text().strip()]
-        for flag, w in (("--epochs", self.epochs), ("--batch-size", self.batch), ("--limit-train", self.limit_train),
-                        ("--limit-test", self.limit_test)):
-            if w.value() > 0:
-                args += [flag, str(w.value())]
-        if self.lr.value() > 0:
-            args += ["--lr", f"{self.lr.value():g}"]
-        if self.temperature.isEnabled() and self.temperature.value() > 0:
-            args += ["--temperature", f"{self.temperature.value():g}"]
-        return args + ["--events", "json"], out
+    def form_job(self) -> tuple[JobConfig, str]:
+        """The job the form describes, validated, and its run directory.
+
+        Raises:
+            ConfigError: the form's job cannot run; the message names the field's key.
+        """
+        self._fill_models()
+        m = self._method()
+        # Relative paths are the job's, which runs in the checkout (ROOT).
+        out = str(ROOT / (self.out.text().strip() or
+                          Path(self.settings.runs_dir) / f"{m.command}_{time.strftime('%Y%m%d-%H%M%S')}"))
+        distill = {}
+        if m.needs_teacher:
+            distill["teacher"] = self.teacher[1].text().strip()
+        if m.uses_temperature and self.temperature.value() > 0:
+            distill["temperature"] = self.temperature.value()
+        overrides = {"job": m.name, "model": self.model.currentText(), "data": self.data[1].text().strip(),
+                     "distill": distill}
+        numbers = {"width": self.width_spin, "epochs": self.epochs, "batch_size": self.batch, "lr": self.lr,
+                   "limit_train": self.limit_train, "limit_test": self.limit_test}
+        overrides |= {k: w.value() for k, w in numbers.items() if w.value() > 0}  # 0: the preset's value
+        cfg = load_config(self.preset.currentText(), overrides=overrides, defaults=m.defaults)
+        if not cfg.data or not (ROOT / cfg.data).exists():
+            raise ConfigError(f"data: dataset {cfg.data!r} not found" if cfg.data else "data: choose a dataset folder")
+        if m.needs_teacher and not (ROOT / cfg.distill.teacher).is_file():
+            raise ConfigError(f"distill.teacher: teacher checkpoint {cfg.distill.teacher!r} not found")
+        return cfg, out
 
     # --- queue --------------------------------------------------------------------------------
-    def submit_from_form(self) -> None:
-        args, out = self.form_args()
+    def submit_from_form(self) -> bool:
+        """Validate the form's job; if it can run, write its ``job.yaml`` and start or queue it.
+        Otherwise show why in the panel and start nothing. Returns whether it was submitted."""
+        try:
+            cfg, out = self.form_job()
+        except ConfigError as exc:
+            self.form_error.setText(f"Not started: {exc}")
+            self.form_error.show()
+            return False
+        self.form_error.hide()
         self.out.clear()
-        self.submit(args, out)
+        self.submit_job(cfg, out, what=self._method().command)
+        return True
 
-    def submit(self, args: list[str], run_dir: str) -> None:
-        """Start the job now, or queue it behind the running one."""
-        self.queue.append((args, run_dir))
+    def submit_job(self, cfg: JobConfig, run_dir: str, what: str | None = None) -> None:
+        """Write ``cfg`` as ``run_dir/job.yaml`` and run it (``main.py run``), now or after the queue."""
+        job_file = Path(run_dir) / "job.yaml"
+        job_file.parent.mkdir(parents=True, exist_ok=True)
+        job_file.write_text(cfg.to_yaml())
+        self.submit(["run", str(job_file), "--events", "json"], run_dir, what=what or cfg.job)
+
+    def submit(self, args: list[str], run_dir: str, what: str | None = None) -> None:
+        """Start ``main.py ARGS`` now, or queue it behind the running job."""
+        self.queue.append((what or args[0], args, run_dir))
         self._refresh_queue()
         if self.job is None:
             self._start_next()
@@ -402,14 +441,14 @@ class TrainingPanel(QWidget):
 
     def _refresh_queue(self) -> None:
         self.queue_list.clear()
-        for args, out in self.queue:
-            self.queue_list.addItem(QListWidgetItem(f"{args[0]} → {out}"))
+        for what, _, out in self.queue:
+            self.queue_list.addItem(QListWidgetItem(f"{what} → {out}"))
 
     def _start_next(self) -> None:
         if not self.queue:
             self._update_buttons()
             return
-        args, out = self.queue.pop(0)
+        what, args, out = self.queue.pop(0)
         self._refresh_queue()
         self.curves.clear()
         for p in self.plots.values():
@@ -425,7 +464,7 @@ class TrainingPanel(QWidget):
         self.job.event.connect(self._on_event)
         self.job.log.connect(self.log_view.appendPlainText)
         self.job.done.connect(self._on_done)
-        self.status.setText(f"Running {args[0]} → {out}")
+        self.status.setText(f"Running {what} → {out}")
         self.job.start()
         self.job_started.emit(out)
         self._update_buttons()
@@ -449,51 +488,46 @@ class TrainingPanel(QWidget):
                 self.job.kill()
 
     # --- events ---------------------------------------------------------------------------------
-    def _on_event(self, ev: dict) -> None:
-        kind = ev.get("type")
-        if kind == "start":
-            self._steps_per_epoch = ev.get("steps_per_epoch") or 0
-        elif kind == "step":
-            total = ev.get("total_steps") or 0
-            done = ev.get("global_step") or 0
+    def _on_event(self, ev: Event) -> None:
+        if isinstance(ev, StartEvent):
+            self._steps_per_epoch = ev.steps_per_epoch
+        elif isinstance(ev, StepEvent):
+            total, done = ev.total_steps, ev.global_step
             x = self._epoch_offset + done / max(1, self._steps_per_epoch or total or 1)
-            terms = [k for k in ev if k.endswith("_loss") and k != "loss"]
+            terms = [k for k in ev.losses if k.endswith("_loss")]
             # A one-term job (train) reports its only term as both loss and task_loss: draw it once.
-            duplicate = terms[0] if len(terms) == 1 and ev.get(terms[0]) == ev.get("loss") else None
-            for k, v in ev.items():
-                if k != duplicate and k not in NOT_SCALARS and isinstance(v, (int, float)) and not isinstance(v, bool):
+            duplicate = terms[0] if len(terms) == 1 and ev.losses[terms[0]] == ev.losses.get("loss") else None
+            for k, v in ev.scalars.items():
+                if k != duplicate and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.curves.add(k, x, v)
             if total:
                 self.progress.setRange(0, total)
                 self.progress.setValue(done)
-                el = ev.get("elapsed")
                 eta = ""
-                if isinstance(el, (int, float)) and done > 0 and done < total:
-                    rem = el / done * (total - done)
+                if done > 0 and done < total:
+                    rem = ev.elapsed / done * (total - done)
                     eta = f" · ETA {int(rem // 60)}:{int(rem % 60):02d}"
-                stage = ev.get("stage", "")
-                self.progress.setFormat(f"{stage} %v/%m steps (%p%){eta}")
-        elif kind == "epoch":
-            x = self._epoch_offset + ev.get("epoch", 0) + 1
+                self.progress.setFormat(f"{ev.stage} %v/%m steps (%p%){eta}")
+        elif isinstance(ev, EpochEvent):
+            x = self._epoch_offset + ev.epoch + 1
             for k in ("val_oa", "val_macc", "train_loss"):
-                if isinstance(ev.get(k), (int, float)):
-                    self.curves.add(k, x, ev[k])
-            oa = ev.get("val_oa")
-            self.log_view.appendPlainText(
-                f"epoch {ev.get('epoch', 0) + 1}/{ev.get('epochs', '?')}"
-                + (f": val OA {oa * 100:.1f}%" if isinstance(oa, (int, float)) else ""))
-        elif kind == "stage":
-            self.status.setText(f"Stage {ev.get('index', '?')}/{ev.get('of', '?')}: {ev.get('stage')}")
-            self._epoch_offset = float(ev.get("epoch_offset") or 0)
+                v = getattr(ev, k)
+                if isinstance(v, (int, float)):
+                    self.curves.add(k, x, v)
+            self.log_view.appendPlainText(f"epoch {ev.epoch + 1}/{ev.epochs}" +
+                                          (f": val OA {ev.val_oa * 100:.1f}%" if ev.val_oa is not None else ""))
+        elif isinstance(ev, StageEvent):
+            self.status.setText(f"Stage {ev.index}/{ev.of}: {ev.stage}")
+            self._epoch_offset = float(ev.epoch_offset or 0)
             if self._epoch_offset:  # the boundary between stages, on every plot
                 for p in self.plots.values():
-                    p.addItem(pg.InfiniteLine(self._epoch_offset, angle=90, label=ev.get("stage"),
+                    p.addItem(pg.InfiniteLine(self._epoch_offset, angle=90, label=ev.stage,
                                               pen=pg.mkPen((150, 150, 150), style=Qt.PenStyle.DashLine),
                                               labelOpts={"position": 0.95}))
-        elif kind == "progress":
-            self.status.setText(f"{ev.get('what', 'working')}: {ev.get('done')}/{ev.get('total')}")
-        elif kind == "error":
-            self.log_view.appendPlainText(f"ERROR: {ev.get('message')}")
+        elif isinstance(ev, ProgressEvent):
+            self.status.setText(f"{ev.what or 'working'}: {ev.done}/{ev.total}")
+        elif isinstance(ev, ErrorEvent):
+            self.log_view.appendPlainText(f"ERROR: {ev.message}")
         self.event_received.emit(ev)
 
     def _on_done(self, code: int, outcome: str) -> None:

@@ -26,19 +26,20 @@ def smoke_losses(data: str, run_dir: Path) -> list[dict]:
     import torch
 
     from core.engine.config import load_config
+    from core.engine.events import StepEvent
     from core.engine.trainer import run_job
 
     threads = torch.get_num_threads()
     cfg = load_config("smoke", overrides={"job": "t3dnet", "model": "pointnet2_ssg", "width": 0.125,
                                           "data": data, "seed": 0, "threads": 1, "precision": "fp32",
                                           "distill": {"teacher": str(ROOT / "assets" / "models" / "teacher.pt")}})
-    events: list[dict] = []
+    events: list = []
     try:
         run_job(cfg, run_dir, sink=events.append)
     finally:  # the job sets one thread; leave the caller's setting as it was
         torch.set_num_threads(threads)
-    return [{"stage": e["stage"], "global_step": e["global_step"], **{k: e[k] for k in LOSS_KEYS if k in e}}
-            for e in events if e.get("type") == "step"]
+    return [{"stage": e.stage, "global_step": e.global_step, **{k: e.losses[k] for k in LOSS_KEYS if k in e.losses}}
+            for e in events if isinstance(e, StepEvent)]
 
 
 def main() -> int:

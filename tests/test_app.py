@@ -119,10 +119,11 @@ def test_missing_or_bad_checkpoints_give_a_clear_message(qtbot, tmp_path):
     w.shutdown()
 
 
-def _smoke_args(modelnet40, out, epochs=1):
-    return ["train", "--model", "pointnet", "--width", "0.125", "--data", str(modelnet40), "--preset", "smoke",
-            "--out", str(out), "--limit-train", "16", "--limit-test", "8", "--epochs", str(epochs),
-            "--batch-size", "8", "--events", "json"]
+def _smoke_job(modelnet40, epochs=1):
+    from core.engine.config import load_config
+
+    return load_config("smoke", overrides={"job": "train", "model": "pointnet", "width": 0.125, "data": str(modelnet40),
+                                           "limit_train": 16, "limit_test": 8, "epochs": epochs, "batch_size": 8})
 
 
 @pytest.fixture
@@ -139,32 +140,65 @@ def training(qtbot, tmp_path):
     p.stop_all()
 
 
-def test_form_arguments_follow_the_job_kind(training, tmp_path):
+def test_the_form_builds_a_validated_job_that_follows_the_job_kind(training, tmp_path):
+    from core.engine.jobs import METHODS
+    from core.models import list_models
+
+    # jobs and models come from their registries
+    assert [training.job_kind.itemText(i) for i in range(training.job_kind.count())] == \
+        [m.command for m in METHODS.values()]
+    assert [training.model.itemText(i) for i in range(training.model.count())] == list_models()
+    data = tmp_path / "data"
+    data.mkdir()
+    training.data[1].setText(str(data))
     training.job_kind.setCurrentText("compress")
     training.temperature.setValue(2)
     training.epochs.setValue(3)
-    args, out = training.form_args()
-    assert args[0] == "compress" and args[args.index("--temperature") + 1] == "2"
-    assert args[args.index("--epochs") + 1] == "3" and "--teacher" in args
-    assert Path(out).parent == tmp_path
-    training.job_kind.setCurrentText("train")  # no teacher: no temperature, whatever the field says
-    args, _ = training.form_args()
-    assert "--temperature" not in args and "--teacher" not in args
+    cfg, out = training.form_job()
+    assert cfg.job == "t3dnet" and cfg.distill.temperature == 2 and cfg.epochs == 3
+    assert cfg.distill.teacher.endswith("teacher.pt") and cfg.width == 0.125  # the student's default width
+    assert Path(out).parent == tmp_path and Path(out).name.startswith("compress_")
+    training.job_kind.setCurrentText("train")  # no teacher: neither teacher nor temperature, whatever the fields say
+    cfg, _ = training.form_job()
+    assert cfg.distill.teacher == "" and cfg.distill.temperature == 1.0 and cfg.width == 1.0  # the cpu preset's T
     training.job_kind.setCurrentText("kd")
-    training.temperature.setValue(0)  # "preset": the flag is left out
-    assert "--temperature" not in training.form_args()[0]
+    training.temperature.setValue(0)  # "preset": the preset's value
+    assert training.form_job()[0].distill.temperature == 1.0
+
+
+def test_an_invalid_form_shows_why_and_starts_nothing(training, tmp_path):
+    started = []
+    training.job_started.connect(started.append)
+    data = tmp_path / "data"
+    data.mkdir()
+    teacher = training.teacher[1].text()
+    training.job_kind.setCurrentText("kd")
+    cases = [(str(tmp_path / "nowhere"), teacher, "data:"), (str(data), "", "distill.teacher:"),
+             (str(data), str(tmp_path / "missing.pt"), "distill.teacher:")]
+    for data_text, teacher_text, says in cases:
+        training.data[1].setText(data_text)
+        training.teacher[1].setText(teacher_text)
+        assert training.submit_from_form() is False
+        assert training.form_error.isVisible() and says in training.form_error.text()
+    training.teacher[1].setText(teacher)
+    training.batch.setValue(1)  # BatchNorm needs two shapes a batch
+    assert training.submit_from_form() is False and "batch_size" in training.form_error.text()
+    assert not started and training.job is None and not training.queue
+    assert not list(tmp_path.glob("kd_*"))  # no run folder, no job.yaml
 
 
 def test_two_stage_curves_run_on_one_axis_with_the_boundary_marked(training):
     """A continuous T3DNet run: stage 2 restarts its step count; the curves must not draw back."""
     import pyqtgraph as pg
 
+    from core.engine.events import StageEvent, StartEvent, StepEvent
+
     def stage(name, index, offset, epochs, steps):
-        training._on_event({"type": "stage", "stage": name, "index": index, "of": 2, "epoch_offset": offset})
-        training._on_event({"type": "start", "steps_per_epoch": steps, "epochs": epochs})
+        training._on_event(StageEvent(stage=name, index=index, of=2, epoch_offset=offset))
+        training._on_event(StartEvent(stage=name, steps_per_epoch=steps, epochs=epochs))
         for g in range(1, epochs * steps + 1):
-            training._on_event({"type": "step", "global_step": g, "total_steps": epochs * steps, "loss": 1.0 / g,
-                                "lr": 0.1 * (1 - g / (epochs * steps)), "stage": name})
+            training._on_event(StepEvent(stage=name, global_step=g, total_steps=epochs * steps,
+                                         lr=0.1 * (1 - g / (epochs * steps)), losses={"loss": 1.0 / g}))
 
     stage("netaug", 1, 0, 2, 4)
     assert training.status.text() == "Stage 1/2: netaug"
@@ -182,7 +216,7 @@ def test_two_stage_curves_run_on_one_axis_with_the_boundary_marked(training):
 def test_smoke_job_runs_from_the_panel_and_curves_fill(qtbot, training, modelnet40, tmp_path):
     out = tmp_path / "run1"
     with qtbot.waitSignal(training.job_finished, timeout=140000) as blocker:
-        training.submit(_smoke_args(modelnet40, out), str(out))
+        training.submit_job(_smoke_job(modelnet40), str(out))
     run_dir, code, outcome = blocker.args
     assert code == 0, outcome
     assert outcome.startswith("Finished")
@@ -209,8 +243,8 @@ def test_smoke_job_runs_from_the_panel_and_curves_fill(qtbot, training, modelnet
 def test_cancel_leaves_a_resumable_run_and_resume_finishes_it(qtbot, training, modelnet40, tmp_path):
     out = tmp_path / "run2"
     with qtbot.waitSignal(training.event_received, timeout=120000,
-                          check_params_cb=lambda ev: ev.get("type") == "step"):
-        training.submit(_smoke_args(modelnet40, out, epochs=4), str(out))
+                          check_params_cb=lambda ev: ev.type == "step"):
+        training.submit_job(_smoke_job(modelnet40, epochs=4), str(out))
     with qtbot.waitSignal(training.job_finished, timeout=60000) as blocker:
         training.cancel()
     _, code, outcome = blocker.args
@@ -218,14 +252,14 @@ def test_cancel_leaves_a_resumable_run_and_resume_finishes_it(qtbot, training, m
     assert (out / "last.pt").is_file() and not (out / "report.json").exists()
     # Resume continues the same run directory to the end (not from step 0)
     steps = []
-    training.event_received.connect(lambda ev: steps.append(ev.get("global_step")) if ev.get("type") == "step" else None)
+    training.event_received.connect(lambda ev: steps.append(ev.global_step) if ev.type == "step" else None)
     with qtbot.waitSignal(training.job_finished, timeout=150000) as blocker:
         training.resume(str(out))
     run_dir, code, outcome = blocker.args
     assert run_dir == str(out) and code == 0 and outcome.startswith("Finished"), outcome
     assert training.status.text().startswith("Finished")
     assert (out / "report.json").is_file()
-    assert steps and min(s for s in steps if s is not None) > 1
+    assert steps and min(steps) > 1
 
 
 @pytest.mark.slow
@@ -460,8 +494,8 @@ def test_queue_runs_two_jobs_one_after_the_other(qtbot, training, modelnet40, tm
     training.job_finished.connect(lambda *args: finished.append(args))
     started = []
     training.job_started.connect(started.append)
-    training.submit(_smoke_args(modelnet40, a), str(a))
-    training.submit(_smoke_args(modelnet40, b), str(b))
+    training.submit_job(_smoke_job(modelnet40), str(a))
+    training.submit_job(_smoke_job(modelnet40), str(b))
     # the second waits in the queue the user sees while the first runs
     assert training.has_running_job() and training.queue_list.count() == 1
     assert str(b) in training.queue_list.item(0).text()

@@ -181,3 +181,59 @@ def test_a_reader_that_stops_early_ends_the_run_quietly():
     proc.stdout.close()
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == EXIT_BROKEN_PIPE and b"Traceback" not in err, err.decode()[-500:]
+
+
+def test_job_commands_are_the_method_registry():
+    """Each registered method is one command that runs it; no command runs a job the registry lacks."""
+    import argparse
+
+    from core.cli import build_parser
+    from core.cli.jobs import run_stage
+    from core.engine.jobs import METHODS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    jobs = {name: p.get_default("job") for name, p in sub.choices.items() if p.get_default("func") is run_stage}
+    assert jobs == {m.command: m.name for m in METHODS.values()}
+    for m in METHODS.values():
+        text = sub.choices[m.command].format_help()
+        example = text.split("example:\n")[1].splitlines()[0]
+        assert m.help.split(":")[0].lower() in text.lower() and ("--teacher" in example) == m.needs_teacher
+
+
+def test_run_refuses_a_bad_job_file_in_one_line(tmp_path, capsys):
+    from core.cli import main
+
+    bad_key, bad_yaml, elsewhere = tmp_path / "a" / "job.yaml", tmp_path / "b" / "job.yaml", tmp_path / "mine.yaml"
+    for p, text in ((bad_key, "job: train\nlearning_rate: 0.1\n"), (bad_yaml, "[unclosed\n"), (elsewhere, "job: train\n")):
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(text)
+    cases = [((str(tmp_path / "missing.yaml"),), "not found"), ((str(bad_key),), "unknown key: learning_rate"),
+             ((str(bad_yaml),), "not valid YAML"), ((str(elsewhere),), "--out")]
+    for args, says in cases:
+        assert main(["run", *args]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], (args, err)
+    assert not (tmp_path / "a" / "events.jsonl").exists()  # nothing ran
+    r = run("run", "--help")
+    assert r.returncode == 0 and "JOB.yaml" in r.stdout and "job.yaml" in r.stdout
+
+
+@pytest.mark.slow
+def test_run_a_job_file_in_its_run_folder(modelnet40, tmp_path):
+    """What the app does: a validated job.yaml in the run folder, run with --events json; the
+    events on stdout and in events.jsonl read back as typed events."""
+    from core.engine.config import load_config
+    from core.engine.events import EndEvent, StartEvent, StepEvent, parse_event
+
+    cfg = load_config("smoke", overrides={"job": "train", "model": "pointnet", "width": 0.125, "data": str(modelnet40),
+                                          "limit_train": 16, "limit_test": 8, "epochs": 1, "batch_size": 8})
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "job.yaml").write_text(cfg.to_yaml())
+    r = run("run", str(out / "job.yaml"), "--events", "json")
+    assert r.returncode == 0, r.stderr
+    streamed = [parse_event(line) for line in r.stdout.splitlines()]
+    assert isinstance(streamed[0], StartEvent) and isinstance(streamed[-1], EndEvent)
+    assert any(isinstance(e, StepEvent) and "loss" in e.losses for e in streamed)
+    assert [parse_event(line) for line in (out / "events.jsonl").read_text().splitlines()] == streamed
+    assert (out / "student.pt").is_file() and load_config(path=out / "job.yaml") == cfg

@@ -112,6 +112,84 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path):
             load_config("smoke", overrides={"augment": {key: value}})
 
 
+# -- the job contract: methods and events ----------------------------------------------------------
+
+
+def test_every_list_of_jobs_derives_from_the_method_registry():
+    from core.engine import config, trainer
+    from core.engine.jobs import METHODS
+
+    assert config.JOBS == tuple(METHODS)
+    singles = [n for n, m in METHODS.items() if m.stages == (n,)]
+    assert trainer.STAGE_JOBS == tuple(singles)
+    assert set(trainer.TEACHER_JOBS) == {n for n in singles if METHODS[n].needs_teacher}
+    assert set(trainer.AUGMENTED_JOBS) == {n for n in singles if METHODS[n].augments}
+    for m in METHODS.values():  # a pipeline's stages are single-stage methods
+        assert m.stages and all(s in singles for s in m.stages)
+    # The config's checks follow each method's flags.
+    for name, m in METHODS.items():
+        base = {"job": name, "distill": {"teacher": "t.pt"}}
+        if m.needs_teacher:
+            with pytest.raises(ConfigError, match="needs a teacher"):
+                load_config("smoke", overrides={"job": name})
+        else:
+            assert load_config("smoke", overrides={"job": name}).job == name
+        if m.accepts_init:
+            assert load_config("smoke", overrides=base | {"init": "a.pt"}).init == "a.pt"
+        else:
+            with pytest.raises(ConfigError, match="init"):
+                load_config("smoke", overrides=base | {"init": "a.pt"})
+
+
+def _one_of_each_event():
+    from core.engine import events as ev
+
+    return [
+        ev.StartEvent(stage="train", job="train", epochs=2, steps_per_epoch=6, start_epoch=1, params=43321,
+                      run_dir="runs/a", world_size=2, version="0.1.0"),
+        ev.StageEvent(stage="distill", index=2, of=2, epoch_offset=20),
+        ev.StepEvent(stage="netaug", epoch=1, step=4, global_step=11, total_steps=12, lr=1.5e-3, samples_per_s=31.25,
+                     train_acc=0.375, elapsed=12.5, losses={"task_loss": 3.5, "aug_loss": 3.75, "loss": 7.25}),
+        ev.EpochEvent(stage="train", epoch=1, epochs=2, lr=1e-5, train_loss=2.5, train_acc=0.5, val_oa=None,
+                      val_macc=None, best_oa=-1.0, epoch_time=3.5, samples_per_s=40.0, elapsed=7.0),
+        ev.EpochEvent(stage="train", epoch=0, epochs=2, val_oa=0.625, val_macc=0.5, best_oa=0.625),
+        ev.ProgressEvent(stage="kd", what="teacher cache", done=64, total=128, elapsed=1.5),
+        ev.EndEvent(stage="distill", oa=0.875, macc=0.75, params=25456, macs=1234567, checkpoint="runs/a/student.pt",
+                    run_dir="runs/a"),
+        ev.CancelledEvent(stage="netaug", epoch=1, step=3, run_dir="runs/a"),
+        ev.ErrorEvent(stage="train", message="data: no such folder"),
+    ]
+
+
+def test_every_event_type_round_trips_through_its_json_line():
+    from core.engine.events import EVENT_TYPES, parse_event
+
+    events = _one_of_each_event()
+    assert {e.type for e in events} == set(EVENT_TYPES)
+    for e in events:
+        line = e.to_json()
+        assert "\n" not in line and parse_event(line) == e and parse_event(line.encode()) == e
+
+
+def test_event_lines_keep_their_flat_keys():
+    """The keys existing run folders' events.jsonl hold: a step's losses are keys of their own."""
+    from core.engine.events import StepEvent, parse_event
+
+    step = next(e for e in _one_of_each_event() if isinstance(e, StepEvent))
+    line = json.loads(step.to_json())
+    assert list(line) == ["type", "epoch", "step", "global_step", "total_steps", "lr", "samples_per_s", "train_acc",
+                          "elapsed", "task_loss", "aug_loss", "loss", "stage", "time"]
+    old = ('{"type":"step","epoch":0,"step":0,"global_step":1,"total_steps":3070,"lr":1.6e-06,"samples_per_s":1.69,'
+           '"train_acc":0.75,"elapsed":18.9,"task_loss":2.02,"loss":2.02,"stage":"train","time":1796033713.69}')
+    parsed = parse_event(old)
+    assert parsed.losses == {"task_loss": 2.02, "loss": 2.02} and parsed.global_step == 1
+    assert json.loads(parsed.to_json()) == json.loads(old)
+    assert json.loads(StepEvent(losses={"loss": math.nan}).to_json())["loss"] is None  # JSON has no NaN
+    for bad in ("not json", "[1, 2]", '{"type": "party"}'):
+        with pytest.raises(ValueError):
+            parse_event(bad)
+
+
 # -- NetAug --------------------------------------------------------------------------------------
 
 
@@ -158,13 +236,17 @@ def test_train_job_writes_run_directory(modelnet40, tmp_path):
     report = run_job(cfg, tmp_path, sink=events.append)
     for name in ("job.yaml", "config.yaml", "events.jsonl", "last.pt", "best.pt", "student.pt", "report.json", "report.md"):
         assert (tmp_path / name).is_file(), name
-    kinds = [e["type"] for e in events]
+    kinds = [e.type for e in events]
     assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 2
-    step = next(e for e in events if e["type"] == "step")
+    step = next(e for e in events if e.type == "step")
     for key in ("loss", "task_loss", "lr", "samples_per_s", "train_acc", "elapsed"):
-        assert key in step
-    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    assert [e["type"] for e in lines].count("epoch") == 2
+        assert key in step.to_dict()
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert [json.loads(line)["type"] for line in lines].count("epoch") == 2
+    # The file holds the very events the sink got (progress excepted), each line read back whole.
+    from core.engine.events import ProgressEvent, parse_event
+
+    assert [parse_event(line) for line in lines] == [e for e in events if not isinstance(e, ProgressEvent)]
     assert 0 <= report["oa"] <= 1 and report["n"] == 24 and len(report["confusion"]) == 40
     assert report["params"] == 43321 and report["macs"] > 0 and report["latency_ms_cpu_b1"] > 0
     machine = json.loads((tmp_path / "report.json").read_text())["machine"]  # what it ran on, kept with it
@@ -220,7 +302,7 @@ def test_t3dnet_pipeline_end_to_end(modelnet40, teacher_ckpt, tmp_path):
     cfg = load_config("smoke", overrides={"job": "t3dnet", "model": "pointnet2_ssg", "width": 0.125,
                                            "data": str(modelnet40), "distill": {"teacher": teacher_ckpt}, **SMALL})
     stages = []
-    report = run_job(cfg, tmp_path, sink=lambda e: stages.append(e.get("stage")) if e["type"] == "stage" else None)
+    report = run_job(cfg, tmp_path, sink=lambda e: stages.append(e.stage) if e.type == "stage" else None)
     assert stages == ["netaug", "distill"]
     assert report["job"] == "t3dnet" and report["params"] == 25456
     assert (tmp_path / "stage1_netaug" / "student.pt").is_file()
@@ -306,7 +388,7 @@ def test_cached_teacher_outputs(modelnet40, teacher_ckpt, tmp_path):
     files = sorted(cache_dir().glob("teacher_outputs_*.pt"), key=lambda p: p.stat().st_mtime)
     cache = torch.load(files[-1], weights_only=True)
     assert cache["logits"].shape == (2, 48, 40)
-    assert any(e["type"] == "progress" and e["what"] == "teacher cache" for e in events)
+    assert any(e.type == "progress" and e.what == "teacher cache" for e in events)
     # The cached logits are the teacher's outputs on the stored views.
     teacher, _ = load_model(teacher_ckpt)
     from core.data.datasets import load_split
@@ -324,7 +406,7 @@ def test_cached_teacher_outputs(modelnet40, teacher_ckpt, tmp_path):
     # Another seed reuses the same cache: its views do not depend on the run's seed.
     events2 = []
     run_job(load_config("smoke", overrides=over | {"seed": 1}), tmp_path / "seed1", sink=events2.append)
-    assert not any(e["type"] == "progress" and e.get("what") == "teacher cache" for e in events2)
+    assert not any(e.type == "progress" and e.what == "teacher cache" for e in events2)
 
 
 @pytest.mark.slow
@@ -336,7 +418,7 @@ def test_resume_gives_the_same_weights(modelnet40, tmp_path):
     cancel = threading.Event()
 
     def stop_mid_second_epoch(e):
-        if e["type"] == "step" and e["epoch"] == 1 and e["step"] >= 2:
+        if e.type == "step" and e.epoch == 1 and e.step >= 2:
             cancel.set()
 
     with pytest.raises(JobCancelled, match="resume"):

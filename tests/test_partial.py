@@ -323,7 +323,7 @@ def test_training_uses_cached_partial_views_and_their_own_indices(modelnet40, tm
     events = []
     report = run_job(cfg, tmp_path / "a", sink=events.append)
     assert 0 <= report["oa"] <= 1
-    assert any(e["type"] == "progress" and e["what"] == "partial views" for e in events)
+    assert any(e.type == "progress" and e.what == "partial views" for e in events)
     trainer = Trainer(cfg, tmp_path / "b")
     trainer._setup()
     views, clean = trainer.train_views, trainer.train_set.points
@@ -346,7 +346,7 @@ def test_training_uses_cached_partial_views_and_their_own_indices(modelnet40, tm
     # A second run reads the views from the cache instead of drawing them again.
     events2 = []
     run_job(cfg, tmp_path / "c", sink=events2.append)
-    assert not any(e["type"] == "progress" and e.get("what") == "partial views" for e in events2)
+    assert not any(e.type == "progress" and e.what == "partial views" for e in events2)
 
 
 def test_fresh_partial_views_per_batch_without_cached_indices(modelnet40, tmp_path):
@@ -415,6 +415,6 @@ def test_a_train_job_can_start_from_a_trained_model(modelnet40, tmp_path):
     cancel = threading.Event()
     with pytest.raises(JobCancelled):
         run_job(load_config("smoke", overrides=base | {"init": str(init)}), tmp_path / "third",
-                sink=lambda e: cancel.set() if e["type"] == "step" and e["step"] >= 2 else None, cancel=cancel)
+                sink=lambda e: cancel.set() if e.type == "step" and e.step >= 2 else None, cancel=cancel)
     init.unlink()
     assert resume_run(tmp_path / "third")["oa"] >= 0

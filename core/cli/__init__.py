@@ -17,6 +17,7 @@ EPILOG = """examples:
   python main.py inspect ../shared/data/scans/bun_zipper.ply --points 1024
   python main.py train --model pointnet2_ssg --data ../shared/data/modelnet40_npy1024 --preset cpu --out runs/teacher
   python main.py compress --data ../shared/data/modelnet40_npy1024 --teacher assets/models/teacher.pt --preset cpu --out runs/t3dnet
+  python main.py run my_job.yaml --out runs/my_job
   python main.py resume runs/t3dnet
   python main.py evaluate --checkpoint assets/models/student.pt --data ../shared/data/modelnet40_npy1024 --json
   python main.py predict assets/samples/airplane.npy --json

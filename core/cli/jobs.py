@@ -1,5 +1,5 @@
-"""Job commands: ``train`` and the stage/baseline commands, ``compress``, ``resume``,
-``evaluate``, ``calibrate``, ``predict``."""
+"""Job commands: one per registered method (``compress``, ``train``, the stage and baseline
+commands; :mod:`core.engine.jobs`), ``run``, ``resume``, ``evaluate``, ``calibrate``, ``predict``."""
 
 from __future__ import annotations
 
@@ -14,26 +14,25 @@ from core.cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_US
 from core.cli.options import add_channels_option, add_runtime_option
 from core.data.io import check_channels
 from core.data.orient import UP_AXES, UP_CHOICES
+from core.engine.jobs import METHODS, Method
 from core.errors import T3DError
 from core.vocabulary import DEFAULT_SCORE, SCORES
 
-STAGES = {
-    "train": "train any registered model from scratch (teachers, the scratch baseline)",
-    "netaug": "stage 1: the tiny model trained inside its augmentable supernet (NetAug)",
-    "distill": "stage 2: a student (from --init or scratch) learns from a frozen teacher (KD)",
-    "kd": "baseline: knowledge distillation alone, student from scratch",
-    "e2e": "variant: NetAug and distillation in one stage",
-    "fitnet": "baseline: feature-level distillation (FitNet hint on the embedding)",
-    "dml": "baseline: deep mutual learning of two tiny models",
-}
+DATA_EXAMPLE = "../shared/data/modelnet40_npy1024"
+TEACHER_EXAMPLE = "assets/models/teacher.pt"
 
 
-def _add_job_options(p: argparse.ArgumentParser, model_required: bool) -> None:
+def _add_events_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--events", choices=["bar", "json", "none"], default="bar",
+                   help="bar: progress bar on stderr; json: events as JSON lines on stdout")
+
+
+def _add_job_options(p: argparse.ArgumentParser, m: Method) -> None:
     p.add_argument("--model", default=None,
                    help="registered model name (see: models); " +
-                   ("required unless --config sets model:" if model_required else "default pointnet2_ssg"))
+                   (f"default {m.model_default}" if m.model_default else "required unless --config sets model:"))
     p.add_argument("--width", type=float, default=None,
-                   help="width multiplier (default: --config's, else " + ("1" if model_required else "0.125") + ")")
+                   help=f"width multiplier (default: --config's, else {m.width_default:g})")
     p.add_argument("--data", required=True, help="dataset folder (e.g. ../shared/data/modelnet40_npy1024)")
     p.add_argument("--preset", default="cpu", help="paper | cpu | smoke (default cpu)")
     p.add_argument("--config", default=None, help="YAML file of job keys (applied after the preset)")
@@ -60,32 +59,44 @@ def _add_job_options(p: argparse.ArgumentParser, model_required: bool) -> None:
     p.add_argument("--cache-views", type=int, default=None, help="cached teacher views per shape (0: live teacher)")
     p.add_argument("--limit-train", type=int, default=None, help="use only this many training shapes")
     p.add_argument("--limit-test", type=int, default=None, help="use only this many test shapes")
-    p.add_argument("--events", choices=["bar", "json", "none"], default="bar",
-                   help="bar: progress bar on stderr; json: events as JSON lines on stdout")
+    _add_events_option(p)
+
+
+def _example(m: Method) -> str:
+    model = f" --model {m.model_default or 'pointnet2_ssg'}" + (f" --width {m.width_default:g}" if m.model_default else "")
+    teacher = f" --teacher {TEACHER_EXAMPLE}" if m.needs_teacher else ""
+    return f"python main.py {m.command}{model} --data {DATA_EXAMPLE}{teacher} --preset cpu --out runs/{m.name}"
 
 
 def add_commands(sub) -> None:
-    for job, text in STAGES.items():
-        p = sub.add_parser(job, help=text, description=text + ".\n\nexample:\n  python main.py " + job +
-                           (" --model pointnet2_ssg" if job == "train" else " --model pointnet2_ssg --width 0.125") +
-                           " --data ../shared/data/modelnet40_npy1024 --preset cpu --out runs/" + job +
-                           ("" if job in ("train", "netaug", "dml") else " --teacher assets/models/teacher.pt"),
+    for m in METHODS.values():
+        stages = f" (stages: {', then '.join(m.stages)})" if m.is_pipeline else ""
+        p = sub.add_parser(m.command, help=m.help,
+                           description=f"{m.help[0].upper()}{m.help[1:]}{stages}.\nThe job: --preset, overridden by "
+                           f"--config, overridden by the options.\n\nexample:\n  {_example(m)}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        _add_job_options(p, model_required=(job == "train"))
-        p.set_defaults(func=run_stage, job=job)
-    p = sub.add_parser("compress", help="the whole T3DNet pipeline: NetAug then distillation",
-                       description="The T3DNet pipeline: stage 1 NetAug, stage 2 distillation from the teacher.\n\n"
-                       "example:\n  python main.py compress --data ../shared/data/modelnet40_npy1024 "
-                       "--teacher assets/models/teacher.pt --preset cpu --out runs/t3dnet",
+        _add_job_options(p, m)
+        p.set_defaults(func=run_stage, job=m.name)
+
+    p = sub.add_parser("run", help="run a YAML job file (the keys of a run folder's job.yaml)",
+                       description="Run the job a YAML job file describes. Its keys are those of a run folder's "
+                       "job.yaml\n(job:, model:, width:, data:, epochs:, distill:, ...): a key left out takes its "
+                       "default,\nan unknown key is an error. The run folder gets the full job.yaml; resume "
+                       "continues it.\n\n"
+                       "examples:\n  python main.py run my_job.yaml --out runs/my_job\n"
+                       "  python main.py run runs/t3dnet/job.yaml       # run a prepared run folder (the app's way)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_job_options(p, model_required=False)
-    p.set_defaults(func=run_stage, job="t3dnet")
+    p.add_argument("job_file", metavar="JOB.yaml", help="YAML job file (keys as in a run folder's job.yaml)")
+    p.add_argument("--out", default=None, metavar="RUN_DIR",
+                   help="run directory (created; resumable); default: the folder of JOB.yaml when it is named job.yaml")
+    _add_events_option(p)
+    p.set_defaults(func=run_file)
 
     p = sub.add_parser("resume", help="continue a run directory where it stopped",
                        description="Continue a run where it stopped (after a cancel, a crash or a stopped machine).\n\n"
                        "example:\n  python main.py resume runs/t3dnet")
     p.add_argument("run_dir")
-    p.add_argument("--events", choices=["bar", "json", "none"], default="bar")
+    _add_events_option(p)
     p.set_defaults(func=run_resume)
 
     p = sub.add_parser("evaluate", help="accuracy of a checkpoint on a dataset's test split",
@@ -213,14 +224,14 @@ def run_stage(args) -> int:
 
 
 def stage_config(args):
-    """The job's typed config: defaults <- --preset <- --config <- explicit options."""
+    """The job's typed config: the method's defaults <- --preset <- --config <- explicit options."""
     from core.engine.config import ConfigError, load_config
 
     # A teacher (train) has no default model; students default to the width-1/8 SSG. --config's
     # model: and width: count unless the command line gives them.
-    defaults = {"width": 1.0} if args.job == "train" else {"model": "pointnet2_ssg", "width": 0.125}
-    if args.job == "train" and args.model is None and not _config_sets(args.config, "model"):
-        raise ConfigError("train: give --model (see: python main.py models) or a --config that sets model:")
+    m = METHODS[args.job]
+    if m.model_default is None and args.model is None and not _config_sets(args.config, "model"):
+        raise ConfigError(f"{m.command}: give --model (see: python main.py models) or a --config that sets model:")
     overrides = {
         "job": args.job, "model": args.model, "width": args.width, "data": args.data, "epochs": args.epochs,
         "kd_epochs": args.kd_epochs, "stage_schedule": args.stage_schedule, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -231,7 +242,7 @@ def stage_config(args):
                                        "temperature": args.temperature, "cache_views": args.cache_views}.items()
                     if v is not None},
     }
-    return load_config(args.preset, args.config, overrides, defaults=defaults)
+    return load_config(args.preset, args.config, overrides, defaults=m.defaults)
 
 
 def _config_sets(path: str | None, key: str) -> bool:
@@ -245,6 +256,19 @@ def _config_sets(path: str | None, key: str) -> bool:
     except (OSError, yaml.YAMLError):
         return True  # load_config gives the precise error
     return isinstance(loaded, dict) and loaded.get(key) is not None
+
+
+def run_file(args) -> int:
+    """``run JOB.yaml``: the job file, validated, run in ``--out`` (default: the job file's own run folder)."""
+    from core.engine.config import ConfigError, load_config
+    from core.engine.trainer import run_job
+
+    path = Path(args.job_file)
+    cfg = load_config(path=path)
+    if args.out is None and path.name != "job.yaml":
+        raise ConfigError(f"{path}: give --out RUN_DIR (only a run folder's job.yaml runs in its own folder)")
+    out = Path(args.out) if args.out else path.parent
+    return _run(lambda sink, cancel: run_job(cfg, out, sink, cancel), out, args.events)
 
 
 def run_resume(args) -> int:

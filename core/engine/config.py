@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 import yaml
 
-JOBS = ("train", "netaug", "distill", "t3dnet", "e2e", "kd", "fitnet", "dml")
+from .jobs import JOBS, METHODS
+
 #: ``auto``: bf16 autocast where the hardware computes bf16 natively (a CUDA GPU that supports it, a CPU
 #: with AVX-512 BF16 or AMX), else fp32 (on an AVX2 CPU emulated bf16 is about 3x slower than fp32).
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -120,6 +121,10 @@ class JobConfig:
     def to_dict(self) -> dict:
         return _to_plain(dataclasses.asdict(self))
 
+    def to_yaml(self) -> str:
+        """The job file: every key, defaults filled in (what a run folder's ``job.yaml`` holds)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def validate(self) -> "JobConfig":
         if self.job not in JOBS:
             raise ConfigError(f"job: unknown job {self.job!r} (one of {', '.join(JOBS)})")
@@ -153,14 +158,16 @@ class JobConfig:
         for key, ok, msg in checks:
             if not ok:
                 raise ConfigError(f"{key}: {msg}")
-        if self.init and self.job in ("netaug", "e2e", "t3dnet"):
+        method = METHODS[self.job]
+        if self.init and not method.accepts_init:
+            takes = [n for n, m in METHODS.items() if m.accepts_init]
             raise ConfigError(f"init: job {self.job!r} trains a weight-sharing supernet from scratch; init is for "
-                              "train, distill, kd, fitnet and dml")
-        if self.job in ("distill", "t3dnet", "e2e", "kd", "fitnet") and self.distill.cache_views > 0 and (
+                              f"{', '.join(takes[:-1])} and {takes[-1]}")
+        if method.needs_teacher and self.distill.cache_views > 0 and (
                 self.augment.rotate_up or self.augment.jitter > 0):
             raise ConfigError("distill.cache_views: cached teacher views hold each view's scale, shift and partial "
                               "view only; set augment.rotate_up false and augment.jitter 0, or distill.cache_views 0")
-        if self.job in ("distill", "t3dnet", "e2e", "kd", "fitnet") and not self.distill.teacher:
+        if method.needs_teacher and not self.distill.teacher:
             raise ConfigError(f"distill.teacher: job {self.job!r} needs a teacher checkpoint")
         return self
 

@@ -1,21 +1,23 @@
-"""Typed job events and the sinks that consume them (JSON lines file, stdout, progress bar).
+"""Typed job events, their JSON-lines form, and the sinks that consume them.
 
-A job emits plain dicts with a ``type`` (``start``, ``step``, ``epoch``, ``stage``, ``end``,
-``error``, ``cancelled``) and named scalar metrics; the GUI plots whatever scalars arrive.
+A job emits one dataclass per event (:class:`StartEvent`, :class:`StageEvent`, :class:`StepEvent`,
+:class:`EpochEvent`, :class:`ProgressEvent`, :class:`EndEvent`, :class:`CancelledEvent`,
+:class:`ErrorEvent`). :meth:`Event.to_json` writes one line of ``events.jsonl`` (and of
+``--events json`` on stdout): a flat object with a ``type``, the event's fields, the ``stage``
+that emitted it and a wall-clock ``time``; a step's named losses are keys of their own.
+:func:`parse_event` reads such a line back; the app reads a job process's stdout with it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
-
-
-class EventSink(Protocol):
-    def __call__(self, event: dict) -> None: ...
+from typing import Callable, ClassVar, Protocol
 
 
 def _clean(v):
@@ -24,8 +26,166 @@ def _clean(v):
     return v
 
 
-def encode(event: dict) -> str:
-    return json.dumps({k: _clean(v) for k, v in event.items()}, separators=(",", ":"))
+@dataclass(kw_only=True)
+class Event:
+    """Fields every event has: the stage (job) that emitted it and when."""
+
+    type: ClassVar[str] = ""
+    stage: str = ""
+    time: float = field(default_factory=time.time)
+
+    def payload(self) -> dict:
+        """The event's own fields (no ``type``, ``stage`` or ``time``), in their JSON order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("stage", "time")}
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, **self.payload(), "stage": self.stage, "time": self.time}
+
+    def to_json(self) -> str:
+        """One JSON line (non-finite numbers as null)."""
+        return json.dumps({k: _clean(v) for k, v in self.to_dict().items()}, separators=(",", ":"))
+
+
+@dataclass(kw_only=True)
+class StartEvent(Event):
+    """A stage starts (or resumes at ``start_epoch``)."""
+
+    type: ClassVar[str] = "start"
+    job: str = ""
+    epochs: int = 0
+    steps_per_epoch: int = 0
+    start_epoch: int = 0
+    params: int = 0
+    run_dir: str = ""
+    world_size: int = 1
+    version: str = ""
+
+
+@dataclass(kw_only=True)
+class StageEvent(Event):
+    """A pipeline enters stage ``index`` of ``of``; its epochs count from ``epoch_offset`` on the run's axis."""
+
+    type: ClassVar[str] = "stage"
+    index: int = 1
+    of: int = 1
+    epoch_offset: float = 0
+
+
+@dataclass(kw_only=True)
+class StepEvent(Event):
+    """A training step (every ``log_every`` steps and the last of each epoch).
+
+    ``losses`` holds the total ``loss`` and its named terms (``task_loss``, ``kd_loss``, ``aug_loss``,
+    ``feat_loss``, ``mimic_loss``, ``peer_loss``, as the job has them); on the wire each is a key.
+    """
+
+    type: ClassVar[str] = "step"
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    total_steps: int = 0
+    lr: float = 0.0
+    samples_per_s: float = 0.0
+    train_acc: float = 0.0
+    elapsed: float = 0.0
+    losses: dict[str, float] = field(default_factory=dict)
+
+    def payload(self) -> dict:
+        own = super().payload()
+        return own | own.pop("losses")
+
+    @property
+    def scalars(self) -> dict[str, float]:
+        """The named numbers a curve plot draws: losses, learning rate, accuracy, speed."""
+        return {"lr": self.lr, "samples_per_s": self.samples_per_s, "train_acc": self.train_acc, **self.losses}
+
+
+@dataclass(kw_only=True)
+class EpochEvent(Event):
+    """An epoch ends; ``val_oa``/``val_macc`` are None when it was not evaluated."""
+
+    type: ClassVar[str] = "epoch"
+    epoch: int = 0
+    epochs: int = 0
+    lr: float = 0.0
+    train_loss: float = 0.0
+    train_acc: float = 0.0
+    val_oa: float | None = None
+    val_macc: float | None = None
+    best_oa: float = -1.0
+    epoch_time: float = 0.0
+    samples_per_s: float = 0.0
+    elapsed: float = 0.0
+
+
+@dataclass(kw_only=True)
+class ProgressEvent(Event):
+    """Preparation work (partial views, teacher cache): ``done`` of ``total``; not written to events.jsonl."""
+
+    type: ClassVar[str] = "progress"
+    what: str = ""
+    done: int = 0
+    total: int = 0
+    elapsed: float = 0.0
+
+
+@dataclass(kw_only=True)
+class EndEvent(Event):
+    """A stage finished: the final model's accuracy, cost and checkpoint."""
+
+    type: ClassVar[str] = "end"
+    oa: float = 0.0
+    macc: float = 0.0
+    params: int = 0
+    macs: int = 0
+    checkpoint: str = ""
+    run_dir: str = ""
+
+
+@dataclass(kw_only=True)
+class CancelledEvent(Event):
+    """A cancel stopped the stage at ``epoch``, ``step``; ``run_dir`` resumes it."""
+
+    type: ClassVar[str] = "cancelled"
+    epoch: int = 0
+    step: int = 0
+    run_dir: str = ""
+
+
+@dataclass(kw_only=True)
+class ErrorEvent(Event):
+    """The stage failed; ``message`` is one line."""
+
+    type: ClassVar[str] = "error"
+    message: str = ""
+
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in (
+    StartEvent, StageEvent, StepEvent, EpochEvent, ProgressEvent, EndEvent, CancelledEvent, ErrorEvent)}
+
+
+def parse_event(line: str | bytes) -> Event:
+    """The event a JSON line holds. Keys an event does not know are ignored, except a step's, which
+    are its losses; missing keys take their defaults (lines written by older versions read).
+
+    Raises:
+        ValueError: not JSON, not an object, or an unknown ``type``.
+    """
+    data = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError(f"not an event: {line!r}")
+    cls = EVENT_TYPES.get(data.get("type"))
+    if cls is None:
+        raise ValueError(f"unknown event type {data.get('type')!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in data.items() if k in names}
+    if cls is StepEvent:
+        kwargs["losses"] = {k: v for k, v in data.items() if k not in names and k != "type"}
+    return cls(**kwargs)
+
+
+class EventSink(Protocol):
+    def __call__(self, event: Event) -> None: ...
 
 
 class JsonlWriter:
@@ -35,8 +195,8 @@ class JsonlWriter:
         self.path = Path(path)
         self._f = open(self.path, "a", buffering=1)
 
-    def __call__(self, event: dict) -> None:
-        self._f.write(encode(event) + "\n")
+    def __call__(self, event: Event) -> None:
+        self._f.write(event.to_json() + "\n")
 
     def close(self) -> None:
         self._f.close()
@@ -45,48 +205,45 @@ class JsonlWriter:
 class StdoutJson:
     """Streams events as JSON lines on stdout: what the GUI reads from a job process."""
 
-    def __call__(self, event: dict) -> None:
-        sys.stdout.write(encode(event) + "\n")
+    def __call__(self, event: Event) -> None:
+        sys.stdout.write(event.to_json() + "\n")
         sys.stdout.flush()
 
 
 class ProgressBar:
-    """A tqdm progress bar with ETA on stderr, updated from ``step`` events."""
+    """A tqdm progress bar with ETA on stderr, updated from step events."""
 
     def __init__(self) -> None:
         self._bar = None
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: Event) -> None:
         from tqdm import tqdm
 
-        kind = event.get("type")
-        if kind == "step":
-            total = event.get("total_steps")
+        if isinstance(event, StepEvent):
+            total = event.total_steps
             if self._bar is None or self._bar.total != total:
                 if self._bar is not None:
                     self._bar.close()
-                self._bar = tqdm(total=total, desc=event.get("stage", "train"), unit="step",
+                self._bar = tqdm(total=total, desc=event.stage or "train", unit="step",
                                  dynamic_ncols=True, file=sys.stderr)
-            self._bar.n = event.get("global_step", 0)
-            shown = {k: f"{event[k]:.3f}" for k in ("loss", "train_acc") if isinstance(event.get(k), float)}
-            self._bar.set_postfix(shown, refresh=False)
+            self._bar.n = event.global_step
+            shown = {"loss": event.losses.get("loss"), "train_acc": event.train_acc}
+            self._bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items() if isinstance(v, float)}, refresh=False)
             self._bar.refresh()
-        elif kind == "epoch" and self._bar is not None:
-            oa = event.get("val_oa")
-            if oa is not None:
-                self._bar.write(f"epoch {event['epoch'] + 1}: val OA {oa:.4f}  mAcc {event.get('val_macc', 0):.4f}")
-        elif kind in ("end", "cancelled", "error") and self._bar is not None:
+        elif isinstance(event, EpochEvent) and self._bar is not None:
+            if event.val_oa is not None:
+                self._bar.write(f"epoch {event.epoch + 1}: val OA {event.val_oa:.4f}  mAcc {event.val_macc or 0:.4f}")
+        elif isinstance(event, (EndEvent, CancelledEvent, ErrorEvent)) and self._bar is not None:
             self._bar.close()
             self._bar = None
 
 
 class Broadcast:
-    """Calls several sinks; adds a wall-clock timestamp."""
+    """Calls several sinks with each event."""
 
-    def __init__(self, sinks: list[Callable[[dict], None]]) -> None:
+    def __init__(self, sinks: list[Callable[[Event], None]]) -> None:
         self.sinks = list(sinks)
 
-    def __call__(self, event: dict) -> None:
-        event.setdefault("time", time.time())
+    def __call__(self, event: Event) -> None:
         for sink in self.sinks:
             sink(event)

@@ -1,12 +1,12 @@
 """Training jobs: scratch training, NetAug, distillation, the T3DNet pipeline and its baselines.
 
 A :class:`Trainer` runs one stage in a run directory. It is observable (every step and epoch
-emits an event with named scalars), cancellable (a ``threading.Event`` checked between steps;
+emits a typed event with named scalars, :mod:`core.engine.events`), cancellable (a ``threading.Event`` checked between steps;
 cancelling leaves a checkpoint that resumes mid-epoch) and exactly resumable (model, optimizer,
 step counter, epoch permutation, every RNG state and the best metric are checkpointed).
 
 Runs in whatever thread or process calls :meth:`Trainer.fit`; the GUI runs it in a separate
-process through the CLI and reads the JSON events.
+process (``main.py run JOB.yaml --events json``) and reads the events as JSON lines.
 """
 
 from __future__ import annotations
@@ -35,16 +35,15 @@ from core.models.complexity import count_macs, count_parameters, grouping_cost
 from . import distributed as dist_utils
 from .checkpoint import TEST_SELECTED, CheckpointError, atomic_save, load_model, model_state, read_checkpoint
 from .config import JobConfig, config_from_dict, resolve_precision
-from .events import JsonlWriter
+from .events import (CancelledEvent, EndEvent, EpochEvent, ErrorEvent, Event, JsonlWriter, ProgressEvent, StageEvent,
+                     StartEvent, StepEvent)
 from .grouping import GroupingCache
+from .jobs import AUGMENTED_JOBS, METHODS, STAGE_JOBS, TEACHER_JOBS
 from .losses import feature_loss, kd_loss, kl_divergence
 from .machine import describe_machine
 from .metrics import classification_metrics, measure_latency
 
-STAGE_JOBS = ("train", "netaug", "distill", "e2e", "kd", "fitnet", "dml")
-AUGMENTED_JOBS = ("netaug", "e2e")
 VIEW_SEED = 0  # seed of the cached teacher views (fixed: the cache is shared across run seeds)
-TEACHER_JOBS = ("distill", "e2e", "kd", "fitnet")
 
 
 class JobCancelled(Exception):
@@ -55,14 +54,14 @@ class JobError(RuntimeError):
     """A job that cannot run (bad data, incompatible teacher, ...); the message says why."""
 
 
-def _noop(event: dict) -> None:
+def _noop(event: Event) -> None:
     pass
 
 
 class Trainer:
-    """One training stage (``cfg.job`` in :data:`STAGE_JOBS`) in ``run_dir``."""
+    """One training stage (``cfg.job`` in :data:`~core.engine.jobs.STAGE_JOBS`) in ``run_dir``."""
 
-    def __init__(self, cfg: JobConfig, run_dir: str | Path, sink: Callable[[dict], None] | None = None,
+    def __init__(self, cfg: JobConfig, run_dir: str | Path, sink: Callable[[Event], None] | None = None,
                  cancel: threading.Event | None = None, stage: str | None = None) -> None:
         self.cfg = cfg
         self.job = stage or cfg.job
@@ -80,12 +79,12 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
 
     # -- events -------------------------------------------------------------------------------
-    def emit(self, event: dict) -> None:
-        """Send an event to the run's ``events.jsonl`` and to the caller's sink (rank 0 only)."""
+    def emit(self, event: Event) -> None:
+        """Send an event, marked with this stage, to the run's ``events.jsonl`` (progress events
+        excepted) and to the caller's sink (rank 0 only)."""
         if self.dist.is_main:
-            event.setdefault("stage", self.job)
-            event.setdefault("time", time.time())
-            if event["type"] != "progress":
+            event.stage = event.stage or self.job
+            if not isinstance(event, ProgressEvent):
                 self._writer(event)
             self.sink(event)
 
@@ -206,8 +205,8 @@ class Trainer:
             t0 = time.time()
             for v in range(variants):
                 def progress(done, total, v=v):
-                    self.emit({"type": "progress", "what": "partial views", "done": v * n + done,
-                               "total": variants * n, "elapsed": time.time() - t0})
+                    self.emit(ProgressEvent(what="partial views", done=v * n + done, total=variants * n,
+                                            elapsed=time.time() - t0))
                     if self.cancel.is_set():
                         raise JobCancelled("cancelled while drawing partial views")
                 views[v] = partial_views_per_shape(self.train_set.points, a.partial_prob, tuple(a.partial_severity),
@@ -280,8 +279,7 @@ class Trainer:
                 logits[v, idx] = out.float().cpu().half()
                 feats[v, idx] = f.float().cpu().half()
                 done += len(idx)
-                self.emit({"type": "progress", "what": "teacher cache", "done": done, "total": total,
-                           "elapsed": time.time() - t0})
+                self.emit(ProgressEvent(what="teacher cache", done=done, total=total, elapsed=time.time() - t0))
                 if self.cancel.is_set():
                     raise JobCancelled("cancelled while caching teacher outputs")
         cache = {"key": key, "logits": logits, "feats": feats, "scale": torch.from_numpy(scale),
@@ -475,7 +473,7 @@ class Trainer:
         except (JobCancelled, KeyboardInterrupt):
             raise
         except Exception as exc:
-            self.emit({"type": "error", "message": str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})
+            self.emit(ErrorEvent(message=str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__))
             raise
         finally:
             if self._writer is not None:
@@ -489,10 +487,10 @@ class Trainer:
         if resuming:
             start_epoch, start_step, perm, best, history = self._restore(read_checkpoint(self.run_dir / "last.pt"))
         cfg = self.cfg
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        self.emit({"type": "start", "job": self.job, "epochs": cfg.epochs, "steps_per_epoch": self.steps_per_epoch,
-                   "start_epoch": start_epoch, "params": count_parameters(self.model), "run_dir": str(self.run_dir),
-                   "world_size": self.dist.world_size, "version": __version__})
+        (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
+        self.emit(StartEvent(job=self.job, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
+                             start_epoch=start_epoch, params=count_parameters(self.model), run_dir=str(self.run_dir),
+                             world_size=self.dist.world_size, version=__version__))
         bs_global = cfg.batch_size
         t_begin = time.time() - self.elapsed
         for epoch in range(start_epoch, cfg.epochs):
@@ -506,7 +504,7 @@ class Trainer:
                 if self.cancel.is_set():
                     self.elapsed = time.time() - t_begin
                     self._save_last(epoch, step, perm, best, history)
-                    self.emit({"type": "cancelled", "epoch": epoch, "step": step, "run_dir": str(self.run_dir)})
+                    self.emit(CancelledEvent(epoch=epoch, step=step, run_dir=str(self.run_dir)))
                     raise JobCancelled(f"cancelled at epoch {epoch + 1}, step {step}; resume with: resume {self.run_dir}")
                 gstep = epoch * self.steps_per_epoch + step
                 lr = self._lr_at(gstep)
@@ -526,12 +524,10 @@ class Trainer:
                 ep_correct += int(correct)
                 ep_seen += len(local)
                 if step % cfg.log_every == 0 or step == self.steps_per_epoch - 1:
-                    ev = {"type": "step", "epoch": epoch, "step": step, "global_step": gstep + 1,
-                          "total_steps": self.total_steps, "lr": lr,
-                          "samples_per_s": len(batch) / max(1e-9, time.time() - s_t0),
-                          "train_acc": ep_correct / max(1, ep_seen), "elapsed": time.time() - t_begin}
-                    ev.update({k: float(v) for k, v in terms.items()})
-                    self.emit(ev)
+                    self.emit(StepEvent(epoch=epoch, step=step, global_step=gstep + 1, total_steps=self.total_steps,
+                                        lr=lr, samples_per_s=len(batch) / max(1e-9, time.time() - s_t0),
+                                        train_acc=ep_correct / max(1, ep_seen), elapsed=time.time() - t_begin,
+                                        losses={k: float(v) for k, v in terms.items()}))
             start_step = 0
             perm = None
             dist_utils.broadcast_buffers(self.model, self.dist)
@@ -546,12 +542,12 @@ class Trainer:
                     atomic_save(model_state(self._exportable(), self.class_names,
                                             metrics | {"epoch": epoch + 1, "selected_on": "test"},
                                             cfg.to_dict()), self.run_dir / TEST_SELECTED)
-            row = {"type": "epoch", "epoch": epoch, "epochs": cfg.epochs, "lr": self._lr_at((epoch + 1) * self.steps_per_epoch - 1),
-                   "train_loss": ep_loss / max(1, ep_seen), "train_acc": ep_correct / max(1, ep_seen),
-                   "val_oa": val_oa, "val_macc": metrics.get("macc"), "best_oa": best,
-                   "epoch_time": ep_time, "samples_per_s": ep_seen * self.dist.world_size / max(1e-9, ep_time),
-                   "elapsed": time.time() - t_begin}
-            history.append({k: v for k, v in row.items() if k != "type"})
+            row = EpochEvent(epoch=epoch, epochs=cfg.epochs, lr=self._lr_at((epoch + 1) * self.steps_per_epoch - 1),
+                             train_loss=ep_loss / max(1, ep_seen), train_acc=ep_correct / max(1, ep_seen),
+                             val_oa=val_oa, val_macc=metrics.get("macc"), best_oa=best, epoch_time=ep_time,
+                             samples_per_s=ep_seen * self.dist.world_size / max(1e-9, ep_time),
+                             elapsed=time.time() - t_begin)
+            history.append(row.payload())
             self.elapsed = time.time() - t_begin
             self._save_last(epoch + 1, 0, np.zeros(0, np.int64), best, history)
             self.emit(row)
@@ -598,8 +594,8 @@ class Trainer:
                                 self.cfg.to_dict()), self.run_dir / name)
         report["checkpoint"] = str(self.run_dir / name)
         _write_report(self.run_dir, report)
-        self.emit({"type": "end", "oa": report["oa"], "macc": report["macc"], "params": report["params"],
-                   "macs": report["macs"], "checkpoint": report["checkpoint"], "run_dir": str(self.run_dir)})
+        self.emit(EndEvent(oa=report["oa"], macc=report["macc"], params=report["params"], macs=report["macs"],
+                           checkpoint=report["checkpoint"], run_dir=str(self.run_dir)))
         return report
 
 
@@ -607,32 +603,35 @@ class Trainer:
 
 
 def run_job(cfg: JobConfig, run_dir: str | Path, sink=None, cancel=None, resume: bool = False) -> dict:
-    """Run any job; ``t3dnet`` is NetAug (stage 1) then distillation (stage 2) in one run directory."""
+    """Run any job in ``run_dir``. A pipeline (``t3dnet``: NetAug, then distillation from stage 1's
+    student) runs each stage in its own subfolder and announces it with a :class:`StageEvent`."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "job.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    if cfg.job != "t3dnet":
+    (run_dir / "job.yaml").write_text(cfg.to_yaml())
+    method = METHODS[cfg.job]
+    if not method.is_pipeline:
         return Trainer(cfg, run_dir, sink, cancel).fit(resume)
     sink = sink or _noop
-    stage1_dir, stage2_dir = run_dir / "stage1_netaug", run_dir / "stage2_distill"
+    (augment, distill), of = method.stages, len(method.stages)
+    stage1_dir, stage2_dir = run_dir / method.stage_dir(1), run_dir / method.stage_dir(2)
     kd_epochs = cfg.kd_epochs or cfg.epochs
     if not (stage1_dir / "report.json").is_file():
-        sink({"type": "stage", "stage": "netaug", "index": 1, "of": 2, "epoch_offset": 0})
-        s1 = cfg.to_dict() | {"job": "netaug"}
+        sink(StageEvent(stage=augment, index=1, of=of, epoch_offset=0))
+        s1 = cfg.to_dict() | {"job": augment}
         if cfg.stage_schedule == "continuous":
             s1 |= {"schedule_epochs": cfg.epochs + kd_epochs, "schedule_offset": 0}
         s1 = config_from_dict(s1)
         Trainer(s1, stage1_dir, sink, cancel).fit(resume)
-    sink({"type": "stage", "stage": "distill", "index": 2, "of": 2, "epoch_offset": cfg.epochs})
+    sink(StageEvent(stage=distill, index=2, of=of, epoch_offset=cfg.epochs))
     d2 = cfg.to_dict()
-    d2["job"] = "distill"
+    d2["job"] = distill
     d2["epochs"] = kd_epochs
     d2["init"] = str(stage1_dir / "student.pt")
     if cfg.stage_schedule == "continuous":
         d2["schedule_epochs"], d2["schedule_offset"] = cfg.epochs + kd_epochs, cfg.epochs
     report = Trainer(config_from_dict(d2), stage2_dir, sink, cancel).fit(resume)
     if report:
-        report = dict(report, job="t3dnet", stages=[str(stage1_dir), str(stage2_dir)])
+        report = dict(report, job=cfg.job, stages=[str(stage1_dir), str(stage2_dir)])
         _write_report(run_dir, report)
         shutil.copyfile(stage2_dir / "student.pt", run_dir / "student.pt")
     return report
