@@ -34,6 +34,9 @@ VARIANTS = (
     ("exact FPS, another random start", {"method": "fps_exact", "seed_offset": 10_000}),
     ("fps, 2048 candidates (default)", {"method": "fps"}),
     ("fps, 4096 candidates", {"method": "fps", "candidates": 4096}),
+    ("grid, 4096 candidates", {"method": "grid"}),
+    ("grid, 8192 candidates", {"method": "grid", "candidates": 8192}),
+    ("grid, every point", {"method": "grid", "candidates": 10 ** 9}),
     ("fps_dataset (8192 candidates, fpsample)", {"method": "fps_dataset"}),
     ("random subset", {"method": "random"}),
 )

@@ -106,6 +106,51 @@ if AVAILABLE:
             _ball_rows(mm[b], asq[b], bsq[b], r2, out[b])
 
 
+    @_jit
+    def _bounds(xyz):  # pragma: no cover - compiled
+        """Per-axis minimum and maximum of (N, 3) points (numpy's axis-0 reductions are 10x slower)."""
+        lo = np.empty(3, np.float64)
+        hi = np.empty(3, np.float64)
+        for d in range(3):
+            lo[d] = xyz[0, d]
+            hi[d] = xyz[0, d]
+        for j in range(1, xyz.shape[0]):
+            for d in range(3):
+                v = xyz[j, d]
+                if v < lo[d]:
+                    lo[d] = v
+                if v > hi[d]:
+                    hi[d] = v
+        return lo, hi
+
+    @_jit
+    def _grid_firsts(xyz, lo, size, table, reps):  # pragma: no cover - compiled
+        """The first point (in index order) of each occupied cell of side ``size``: their indices
+        into ``reps``, the count returned. ``table`` (a power-of-two length, >= 2x the points) is an
+        open-addressing hash set of cell ids, reset here."""
+        mask = table.shape[0] - 1
+        table[:] = -1
+        inv = 1.0 / size
+        k = 0
+        for j in range(xyz.shape[0]):
+            ix = np.int64((xyz[j, 0] - lo[0]) * inv)
+            iy = np.int64((xyz[j, 1] - lo[1]) * inv)
+            iz = np.int64((xyz[j, 2] - lo[2]) * inv)
+            cell = (ix * 73856093) ^ (iy * 19349663) ^ (iz * 83492791)
+            key = (ix << 42) | (iy << 21) | iz  # exact: cells per axis stay below 2**21
+            h = cell & mask
+            while True:
+                if table[h] == -1:
+                    table[h] = key
+                    reps[k] = j
+                    k += 1
+                    break
+                if table[h] == key:
+                    break
+                h = (h + 1) & mask
+        return k
+
+
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
@@ -190,6 +235,44 @@ def ball_query(neg2_dot: np.ndarray, centre_sq: np.ndarray, point_sq: np.ndarray
     return out
 
 
+def grid_sample(xyz: np.ndarray, count: int, max_passes: int = 12) -> np.ndarray | None:
+    """Indices of at least ``count`` points of ``xyz`` (N, 3), one per occupied cell of a cubic grid
+    (the first point of each cell in index order), the cell size chosen so that the cells number
+    between ``count`` and 1.15 ``count``: an even spread over the cloud's surface in O(N) per pass.
+
+    Returns None when no cell size within ``max_passes`` gets there (e.g. fewer distinct positions
+    than ``count``); the caller then uses farthest point sampling.
+    """
+    a = np.ascontiguousarray(xyz, dtype=np.float32)
+    n = len(a)
+    if n < count or not AVAILABLE:
+        return None
+    lo, hi = _bounds(a)
+    extent = float((hi - lo).max())
+    if not np.isfinite(extent) or extent == 0:
+        return None
+    table = np.empty(1 << int(np.ceil(np.log2(2 * n + 1))), np.int64)
+    reps = np.empty(n, np.int64)
+    # The cell counts of a surface grow as size**-2; start there and correct the exponent as the
+    # counts come in (a secant in log-log), keeping the best cell size that reaches ``count``.
+    size, slope = extent / np.sqrt(count), -2.0
+    best, prev = None, None
+    for _ in range(max_passes):
+        size = max(size, extent / (1 << 20))
+        k = _grid_firsts(a, lo, size, table, reps)
+        if k >= count:
+            if best is None or k < best[0]:
+                best = (k, reps[:k].copy())
+            if k <= 1.15 * count:
+                break
+        if prev is not None and prev[1] != k and prev[0] != size:
+            slope = min(-0.5, max(-3.0, float(np.log(k / prev[1]) / np.log(size / prev[0]))))
+        prev = (size, k)
+        target = count * 1.07
+        size = size * float(np.exp(np.log(target / k) / slope))
+    return None if best is None else best[1]
+
+
 def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel, so that no timed call pays for it."""
     if not AVAILABLE:
@@ -198,3 +281,4 @@ def warm_up() -> None:
     farthest_point_sample(pts, 8, threads=1)
     mm = -2 * pts[:, :8] @ pts.transpose(0, 2, 1)
     ball_query(mm, (pts[:, :8] ** 2).sum(-1), (pts ** 2).sum(-1), 0.3, 4, threads=1)
+    grid_sample(pts[0], 16)

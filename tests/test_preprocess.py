@@ -124,3 +124,49 @@ def test_a_million_point_scan_prepares_fast():
     took = time.perf_counter() - t
     assert out.shape == (1024, 3)
     assert took < 3.0, f"1M points took {took:.2f} s (bound is generous: shared 2-core machine)"
+
+
+# -- the grid reduction ---------------------------------------------------------------------------
+
+
+def _sphere_surface(n, seed=0):
+    v = np.random.default_rng(seed).normal(size=(n, 3))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_grid_sample_keeps_one_point_per_cell_and_just_over_the_count():
+    from core import native
+
+    if not native.AVAILABLE:
+        pytest.skip("numba not installed")
+    x = _sphere_surface(20_000)
+    idx = native.grid_sample(x, 1024)
+    assert 1024 <= len(idx) <= 1.15 * 1024
+    assert len(np.unique(idx)) == len(idx) and np.all(np.diff(idx) > 0)  # the first of each cell, in order
+    # fewer distinct positions than asked for: no grid gets there, the caller falls back
+    assert native.grid_sample(np.repeat(x[:500], 10, axis=0), 1024) is None
+    assert native.grid_sample(x[:100], 1024) is None
+
+
+def test_grid_method_spreads_points_evenly_and_is_deterministic():
+    x = _sphere_surface(40_000, seed=1)
+    grid = prepare_points(x, 1024, method="grid", seed=2)
+    assert grid.shape == (1024, 3) and len(np.unique(grid, axis=0)) == 1024
+    np.testing.assert_array_equal(grid, prepare_points(x, 1024, method="grid", seed=2))
+    rnd = prepare_points(x, 1024, method="random", seed=2)
+    fps = prepare_points(x, 1024, method="fps", seed=2)
+
+    def coverage(sample):  # the mean distance from the surface to the nearest sampled point
+        probe = _sphere_surface(2000, seed=9)
+        d = ((probe[:, None, :] - sample[None, :, :]) ** 2).sum(-1)
+        return float(np.sqrt(d.min(1)).mean())
+
+    # grid covers the surface about as evenly as FPS, clearly better than a random subset
+    assert coverage(grid) < 0.9 * coverage(rnd)
+    assert coverage(grid) < 1.15 * coverage(fps)
+
+
+def test_grid_method_falls_back_to_fps_on_few_distinct_points():
+    x = np.repeat(_sphere_surface(1500), 20, axis=0)  # 30k points, 1,500 distinct positions
+    out = prepare_points(x, 1024, method="grid", seed=0)
+    assert out.shape == (1024, 3) and len(np.unique(out, axis=0)) == 1024

@@ -11,7 +11,7 @@ import numpy as np
 from core.data.orient import convert_up_axis
 from core.errors import EmptyCloudError
 
-__all__ = ["FPS_CANDIDATES", "METHODS", "PREREDUCE_FACTOR", "convert_up_axis", "farthest_point_indices",
+__all__ = ["FPS_CANDIDATES", "GRID_CANDIDATES", "METHODS", "PREREDUCE_FACTOR", "convert_up_axis", "farthest_point_indices",
            "normalize_unit_sphere", "prepare_points", "voxel_downsample"]
 
 #: ``method='fps'`` (the default, what the app and the CLI run): a larger cloud is first cut at
@@ -19,10 +19,13 @@ __all__ = ["FPS_CANDIDATES", "METHODS", "PREREDUCE_FACTOR", "convert_up_axis", "
 #: runs on them (compiled kernel, :mod:`core.native`). About 1 ms for any cloud size on two cores;
 #: agreement of the models' predictions with FPS over every point: docs/BENCHMARKS_DEPLOY.md.
 FPS_CANDIDATES = 2048
+#: ``method='grid'``: a larger cloud is first cut at random to this many points, then one point per
+#: occupied cell of a grid sized to leave just over ``num_points`` cells (:func:`core.native.grid_sample`).
+GRID_CANDIDATES = 4096
 #: ``method='fps_dataset'``, the preprocessing the dataset caches and partial views were made with:
 #: a random cut to this many times ``num_points``, then FPS by fpsample.
 PREREDUCE_FACTOR = 8
-METHODS = ("fps", "fps_exact", "fps_dataset", "random")
+METHODS = ("fps", "grid", "fps_exact", "fps_dataset", "random")
 
 
 def normalize_unit_sphere(xyz: np.ndarray) -> np.ndarray:
@@ -91,6 +94,9 @@ def prepare_points(xyz: np.ndarray, num_points: int = 1024, up_axis: str = "z", 
 
     * ``fps`` (default): a random cut to ``candidates`` points (default :data:`FPS_CANDIDATES`, at
       least ``2 * num_points``), then exact farthest point sampling from a seeded random start;
+    * ``grid``: a random cut to ``candidates`` points (default :data:`GRID_CANDIDATES`), then one
+      point per occupied cell of a grid with just over ``num_points`` cells, then a random
+      ``num_points`` of those (exact FPS where no grid gets enough cells, e.g. few distinct points);
     * ``fps_exact``: farthest point sampling over every point (seconds for a million points);
     * ``fps_dataset``: a random cut to ``PREREDUCE_FACTOR * num_points``, then FPS (fpsample): what
       the dataset caches and partial views are made with;
@@ -121,6 +127,8 @@ def prepare_points(xyz: np.ndarray, num_points: int = 1024, up_axis: str = "z", 
     if n > num_points:
         if method == "random":
             a = a[np.sort(rng.choice(n, num_points, replace=False))]
+        elif method == "grid":
+            a = _grid_reduce(a, num_points, rng, candidates or GRID_CANDIDATES)
         elif method == "fps_dataset":
             cap = PREREDUCE_FACTOR * num_points
             if n > cap:
@@ -138,6 +146,20 @@ def prepare_points(xyz: np.ndarray, num_points: int = 1024, up_axis: str = "z", 
     if up_axis != "z":
         a = convert_up_axis(a, up_axis, "z")
     return np.ascontiguousarray(normalize_unit_sphere(a))
+
+
+def _grid_reduce(a: np.ndarray, num_points: int, rng: np.random.Generator, candidates: int) -> np.ndarray:
+    """``method='grid'`` of :func:`prepare_points` for a cloud of more than ``num_points`` points."""
+    from core import native
+
+    cap = max(candidates, 2 * num_points)
+    if len(a) > cap:
+        a = a[np.sort(rng.choice(len(a), cap, replace=False))]
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    cells = native.grid_sample(a, num_points)
+    if cells is None:
+        return a[_exact_fps(a, num_points, int(rng.integers(len(a))))]
+    return a[np.sort(rng.choice(cells, num_points, replace=False))]
 
 
 def _exact_fps(a: np.ndarray, n: int, start: int) -> np.ndarray:
