@@ -1,5 +1,6 @@
-"""How much the fast preprocessing changes the models' predictions: ``prepare_points`` (random cut
-to a few thousand candidates, then exact FPS) against exact FPS over every point.
+"""How much the fast preprocessing changes the models' predictions: ``prepare_points``'s default
+(``grid``: a random cut to a few thousand candidates, then one point per grid cell) and the other
+methods against exact FPS over every point.
 
 Inputs: the ModelNet40 test split (2,468 shapes of 1,024 points) densified to ``--dense`` points
 each (every point plus jittered copies, sigma ``--sigma`` in the unit sphere; seeded per shape),
@@ -32,11 +33,11 @@ DATA = ROOT.parent / "shared" / "data"
 VARIANTS = (
     ("exact FPS (every point)", {"method": "fps_exact"}),
     ("exact FPS, another random start", {"method": "fps_exact", "seed_offset": 10_000}),
-    ("fps, 2048 candidates (default)", {"method": "fps"}),
-    ("fps, 4096 candidates", {"method": "fps", "candidates": 4096}),
-    ("grid, 4096 candidates", {"method": "grid"}),
+    ("grid, 4096 candidates (default)", {"method": "grid"}),
     ("grid, 8192 candidates", {"method": "grid", "candidates": 8192}),
     ("grid, every point", {"method": "grid", "candidates": 10 ** 9}),
+    ("fps, 2048 candidates", {"method": "fps"}),
+    ("fps, 4096 candidates", {"method": "fps", "candidates": 4096}),
     ("fps_dataset (8192 candidates, fpsample)", {"method": "fps_dataset"}),
     ("random subset", {"method": "random"}),
 )

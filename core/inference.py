@@ -382,7 +382,7 @@ PROBE_KEY = "up_probe"
 
 def candidate_views(xyz: np.ndarray, num_points: int = 1024) -> np.ndarray:
     """(6, num_points, 3): the cloud prepared once, then turned with each candidate axis of
-    :data:`~core.data.orient.UP_AXES` up (FPS and the unit-sphere scaling commute with rotations)."""
+    :data:`~core.data.orient.UP_AXES` up (one reduction for all six, so they differ by the turn alone)."""
     from core.data.orient import convert_up_axis
     from core.data.preprocess import prepare_points
 

@@ -189,13 +189,14 @@ def test_onnx_by_name_that_cannot_run_is_an_error(own_cache, monkeypatch):
     assert engine.runtime == "torch" and "exporter exploded" in engine.note
 
 
-def test_default_preprocessing_is_exact_fps_on_its_candidates():
+def test_fps_preprocessing_is_exact_fps_on_its_candidates():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(1800, 3)).astype(np.float32)  # fewer points than FPS_CANDIDATES: FPS over all
-    np.testing.assert_array_equal(prepare_points(x, 256, seed=4), prepare_points(x, 256, seed=4, method="fps_exact"))
+    np.testing.assert_array_equal(prepare_points(x, 256, seed=4, method="fps"),
+                                  prepare_points(x, 256, seed=4, method="fps_exact"))
     big = rng.normal(size=(50_000, 3)).astype(np.float32)  # more points: a random cut first
-    a = prepare_points(big, 1024, seed=1)
-    np.testing.assert_array_equal(a, prepare_points(big, 1024, seed=1))  # deterministic
+    a = prepare_points(big, 1024, seed=1, method="fps")
+    np.testing.assert_array_equal(a, prepare_points(big, 1024, seed=1, method="fps"))  # deterministic
     rnd = prepare_points(big, 1024, seed=1, method="random")
 
     def closest_pair(p):

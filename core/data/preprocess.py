@@ -14,18 +14,19 @@ from core.errors import EmptyCloudError
 __all__ = ["FPS_CANDIDATES", "GRID_CANDIDATES", "METHODS", "PREREDUCE_FACTOR", "convert_up_axis", "farthest_point_indices",
            "normalize_unit_sphere", "prepare_points", "voxel_downsample"]
 
-#: ``method='fps'`` (the default, what the app and the CLI run): a larger cloud is first cut at
-#: random to this many points (at least twice ``num_points``), then exact farthest point sampling
-#: runs on them (compiled kernel, :mod:`core.native`). About 1 ms for any cloud size on two cores;
-#: agreement of the models' predictions with FPS over every point: docs/BENCHMARKS_DEPLOY.md.
-FPS_CANDIDATES = 2048
-#: ``method='grid'``: a larger cloud is first cut at random to this many points, then one point per
-#: occupied cell of a grid sized to leave just over ``num_points`` cells (:func:`core.native.grid_sample`).
+#: ``method='grid'`` (the default, what the app and the CLI run): a larger cloud is first cut at
+#: random to this many points, then one point per occupied cell of a grid sized to leave just over
+#: ``num_points`` cells (:func:`core.native.grid_sample`), then a random ``num_points`` of those.
+#: About 0.15 ms for any cloud size; the models' predictions agree with those on exact FPS over every
+#: point as often as FPS from another start does (docs/BENCHMARKS_DEPLOY.md).
 GRID_CANDIDATES = 4096
+#: ``method='fps'``: a larger cloud is first cut at random to this many points (at least twice
+#: ``num_points``), then exact farthest point sampling runs on them (compiled kernel, :mod:`core.native`).
+FPS_CANDIDATES = 2048
 #: ``method='fps_dataset'``, the preprocessing the dataset caches and partial views were made with:
 #: a random cut to this many times ``num_points``, then FPS by fpsample.
 PREREDUCE_FACTOR = 8
-METHODS = ("fps", "grid", "fps_exact", "fps_dataset", "random")
+METHODS = ("grid", "fps", "fps_exact", "fps_dataset", "random")
 
 
 def normalize_unit_sphere(xyz: np.ndarray) -> np.ndarray:
@@ -84,7 +85,7 @@ def farthest_point_indices(xyz: np.ndarray, n: int, seed: int = 0, approximate: 
     return idx
 
 
-def prepare_points(xyz: np.ndarray, num_points: int = 1024, up_axis: str = "z", method: str = "fps",
+def prepare_points(xyz: np.ndarray, num_points: int = 1024, up_axis: str = "z", method: str = "grid",
                    voxel_size: float | None = None, seed: int = 0, candidates: int | None = None) -> np.ndarray:
     """A cloud as the models expect it: (num_points, 3) float32, z up, unit sphere.
 
@@ -92,11 +93,11 @@ def prepare_points(xyz: np.ndarray, num_points: int = 1024, up_axis: str = "z", 
     smaller cloud; rotate the signed ``up_axis`` to z; centre and scale to the unit sphere. A cloud
     of exactly ``num_points`` keeps its order. Reduction by ``method``:
 
-    * ``fps`` (default): a random cut to ``candidates`` points (default :data:`FPS_CANDIDATES`, at
-      least ``2 * num_points``), then exact farthest point sampling from a seeded random start;
-    * ``grid``: a random cut to ``candidates`` points (default :data:`GRID_CANDIDATES`), then one
-      point per occupied cell of a grid with just over ``num_points`` cells, then a random
+    * ``grid`` (default): a random cut to ``candidates`` points (default :data:`GRID_CANDIDATES`),
+      then one point per occupied cell of a grid with just over ``num_points`` cells, then a random
       ``num_points`` of those (exact FPS where no grid gets enough cells, e.g. few distinct points);
+    * ``fps``: a random cut to ``candidates`` points (default :data:`FPS_CANDIDATES`, at
+      least ``2 * num_points``), then exact farthest point sampling from a seeded random start;
     * ``fps_exact``: farthest point sampling over every point (seconds for a million points);
     * ``fps_dataset``: a random cut to ``PREREDUCE_FACTOR * num_points``, then FPS (fpsample): what
       the dataset caches and partial views are made with;
