@@ -98,6 +98,8 @@ def predict_files(comp, files: Iterable[str], top: int = 5, up: str = "auto", ch
     own; the prepared clouds then go through each model ``batch_size`` at a time
     (:meth:`Comparison.predict_many`). An answer is ``{"path": file, **predict --json object}``, or
     ``{"path": file, "error": one line}`` when the file could not be read, analysed or prepared.
+    With ``objects``, a file whose objects cannot be found keeps its answer, with ``objects_error``
+    (one line) in place of ``objects``.
 
     Args:
         comp: a :class:`core.inference.Comparison`.
@@ -155,11 +157,15 @@ def _flush(comp, pending: list[dict], top: int, num_points: int, t: Timings) -> 
         if p["_objects_of"] is not None:
             t0 = time.perf_counter()
             xyz, up_axis, support = p["_objects_of"]
-            found = comp.predict_objects(xyz, up_axis, support, top=top, num_points=num_points)
-            for obj in found:  # arrays for callers in Python, not part of the JSON
-                obj.pop("indices")
-                obj.pop("rotation")
-            result["objects"] = found
+            try:
+                found = comp.predict_objects(xyz, up_axis, support, top=top, num_points=num_points)
+            except Exception as exc:  # the file's own answer stands; the run goes on
+                result["objects_error"] = error_line(exc)
+            else:
+                for obj in found:  # arrays for callers in Python, not part of the JSON
+                    obj.pop("indices")
+                    obj.pop("rotation")
+                result["objects"] = found
             t.objects_s += time.perf_counter() - t0
         yield result
 

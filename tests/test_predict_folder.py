@@ -303,3 +303,26 @@ def test_predict_folder_dialog_table_sort_export_and_open(qtbot, isolated_settin
         dlg.close()
     finally:
         w.shutdown()
+
+
+def test_objects_failure_on_one_file_keeps_its_answer_and_the_run_goes_on(folder, monkeypatch):
+    from core.folder_predict import predict_files
+    from core.inference import Comparison
+
+    comp = Comparison.from_paths(None, None)
+    real = comp.predict_objects
+    calls = []
+
+    def flaky(xyz, *args, **kw):
+        calls.append(len(xyz))
+        if len(calls) == 2:
+            raise RuntimeError("DBSCAN ran out of memory")
+        return real(xyz, *args, **kw)
+
+    monkeypatch.setattr(comp, "predict_objects", flaky)
+    files = [str(folder / f) for f in GOOD]
+    answers = list(predict_files(comp, files, objects=True))
+    assert [a["path"] for a in answers] == files and len(calls) == len(GOOD)
+    assert all("teacher" in a and "error" not in a for a in answers)
+    assert answers[1]["objects_error"] == "RuntimeError: DBSCAN ran out of memory" and "objects" not in answers[1]
+    assert all("objects" in a and "objects_error" not in a for i, a in enumerate(answers) if i != 1)
