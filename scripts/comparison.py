@@ -21,22 +21,27 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-METHODS = {
-    # name: (command, needs teacher)
-    "scratch": ("train", False),
-    "kd": ("kd", True),
-    "netaug": ("netaug", False),
-    "t3dnet": ("compress", True),  # one cosine schedule across both stages (the default)
-    "t3dnet_restart": ("compress", True),  # each stage restarts its own schedule
-    "e2e": ("e2e", True),
-    "fitnet": ("fitnet", True),
-    "dml": ("dml", False),
+#: The comparison's entries: name -> the registered job it runs (core/engine/jobs.py says which
+#: command that is and whether it needs a teacher). ``t3dnet_restart`` restarts the schedule at stage 2.
+VARIANTS = {
+    "scratch": "train",
+    "kd": "kd",
+    "netaug": "netaug",
+    "t3dnet": "t3dnet",  # one cosine schedule across both stages (the default)
+    "t3dnet_restart": "t3dnet",
+    "e2e": "e2e",
+    "fitnet": "fitnet",
+    "dml": "dml",
 }
 
 
 def command(method: str, args, seed: int, out: Path) -> list[str]:
-    cmd, needs_teacher = METHODS[method]
+    from core.engine.jobs import METHODS
+
+    job = METHODS[VARIANTS[method]]
+    cmd, needs_teacher = job.command, job.needs_teacher
     argv = [sys.executable, str(ROOT / "main.py"), cmd, "--model", args.model, "--width", str(args.width),
             "--data", args.data, "--preset", args.preset, "--out", str(out), "--seed", str(seed),
             "--events", "none"]
@@ -58,6 +63,10 @@ def command(method: str, args, seed: int, out: Path) -> list[str]:
         argv += ["--dropout", str(args.dropout)]
     if args.threads:
         argv += ["--threads", str(args.threads)]
+    if args.partial_prob:
+        argv += ["--partial-prob", str(args.partial_prob)]
+    if args.precision:
+        argv += ["--precision", args.precision]
     return argv
 
 
@@ -71,12 +80,15 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="cpu")
     p.add_argument("--epochs", type=int, default=20, help="student epochs per method (T3DNet: both stages)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--limit-train", type=int, default=0)
     p.add_argument("--dropout", type=float, default=None, help="student head dropout (default: the architecture's)")
     p.add_argument("--temperature", type=float, default=None, help="KD temperature of the teacher methods (default: the preset's)")
     p.add_argument("--alpha", type=float, default=None, help="KD weight of the teacher methods (default: the preset's)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per job (0: torch's default)")
+    p.add_argument("--partial-prob", type=float, default=0.0,
+                   help="share of training samples replaced by single-viewpoint partial views")
+    p.add_argument("--precision", default=None, help="fp32 | bf16 | auto (default: the preset's)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)
     root = Path(args.root).expanduser()
