@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
                                QSizePolicy, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
@@ -237,6 +237,9 @@ class TrainingPanel(QWidget):
                                     "teachers trained with label smoothing, docs/RESULTS.md)")
         self.limit_train = self._spin(0, 100000, "Use only this many training shapes (0: all)")
         self.limit_test = self._spin(0, 100000, "Use only this many test shapes (0: all)")
+        self.tensorboard = QCheckBox("also for TensorBoard")
+        self.tensorboard.setToolTip("Also write the curves into <run dir>/tensorboard, to open with "
+                                    "tensorboard --logdir <run dir>")
         self.out = QLineEdit()
         self.out.setPlaceholderText("automatic: runs/<job>_<date-time>")
         self.out.setToolTip("Run directory (created; a cancelled job can be resumed from it)")
@@ -252,6 +255,7 @@ class TrainingPanel(QWidget):
         form.addRow("KD temperature", self.temperature)
         form.addRow("Limit train", self.limit_train)
         form.addRow("Limit test", self.limit_test)
+        form.addRow("Curves", self.tensorboard)
         form.addRow("Run dir", self.out)
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start / queue")
@@ -391,7 +395,7 @@ class TrainingPanel(QWidget):
         if m.uses_temperature and self.temperature.value() > 0:
             distill["temperature"] = self.temperature.value()
         overrides = {"job": m.name, "model": self.model.currentText(), "data": self.data[1].text().strip(),
-                     "distill": distill}
+                     "distill": distill, "tensorboard": self.tensorboard.isChecked()}
         numbers = {"width": self.width_spin, "epochs": self.epochs, "batch_size": self.batch, "lr": self.lr,
                    "limit_train": self.limit_train, "limit_test": self.limit_test}
         overrides |= {k: w.value() for k, w in numbers.items() if w.value() > 0}  # 0: the preset's value

@@ -164,6 +164,9 @@ def test_the_form_builds_a_validated_job_that_follows_the_job_kind(training, tmp
     training.job_kind.setCurrentText("kd")
     training.temperature.setValue(0)  # "preset": the preset's value
     assert training.form_job()[0].distill.temperature == 1.0
+    assert training.form_job()[0].tensorboard is False  # TensorBoard only when asked
+    training.tensorboard.setChecked(True)
+    assert training.form_job()[0].tensorboard is True
 
 
 def test_an_invalid_form_shows_why_and_starts_nothing(training, tmp_path):

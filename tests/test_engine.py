@@ -116,14 +116,19 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path):
 
 
 def test_every_list_of_jobs_derives_from_the_method_registry():
-    from core.engine import config, trainer
+    from core.engine import config, jobs
     from core.engine.jobs import METHODS
+    from core.engine.methods import METHOD_CLASSES
 
     assert config.JOBS == tuple(METHODS)
     singles = [n for n, m in METHODS.items() if m.stages == (n,)]
-    assert trainer.STAGE_JOBS == tuple(singles)
-    assert set(trainer.TEACHER_JOBS) == {n for n in singles if METHODS[n].needs_teacher}
-    assert set(trainer.AUGMENTED_JOBS) == {n for n in singles if METHODS[n].augments}
+    assert jobs.STAGE_JOBS == tuple(singles)
+    assert set(jobs.TEACHER_JOBS) == {n for n in singles if METHODS[n].needs_teacher}
+    assert set(jobs.AUGMENTED_JOBS) == {n for n in singles if METHODS[n].augments}
+    # Every single-stage job has its method class, which takes its facts from the registry.
+    assert set(METHOD_CLASSES) == set(singles)
+    for name, cls in METHOD_CLASSES.items():
+        assert cls.name == name
     for m in METHODS.values():  # a pipeline's stages are single-stage methods
         assert m.stages and all(s in singles for s in m.stages)
     # The config's checks follow each method's flags.

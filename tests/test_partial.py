@@ -358,12 +358,13 @@ def test_fresh_partial_views_per_batch_without_cached_indices(modelnet40, tmp_pa
     trainer = Trainer(load_config("smoke", overrides=over), tmp_path)
     trainer._setup()
     idx = np.arange(4)
-    e0, e1 = trainer._train_points(idx, 0, epoch=0), trainer._train_points(idx, 0, epoch=1)
+    e0, e1 = trainer.train_points(idx, 0, epoch=0), trainer.train_points(idx, 0, epoch=1)
     assert not np.array_equal(e0, e1)  # another epoch, other views
-    np.testing.assert_array_equal(trainer._train_points(idx, 0, epoch=0), e0)  # a resumed run repeats them
+    np.testing.assert_array_equal(trainer.train_points(idx, 0, epoch=0), e0)  # a resumed run repeats them
     assert not np.array_equal(e0, trainer.train_set.points[idx])
-    terms, correct = trainer._step(idx, 0)
-    assert torch.isfinite(terms["loss"]) and 0 <= int(correct) <= 4
+    batch = trainer.batch(idx, 0)
+    losses = trainer.method.training_step(batch)
+    assert torch.isfinite(losses["loss"]) and batch.logits.shape == (4, 40)
 
 
 @pytest.mark.slow

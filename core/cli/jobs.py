@@ -27,6 +27,12 @@ def _add_events_option(p: argparse.ArgumentParser) -> None:
                    help="bar: progress bar on stderr; json: events as JSON lines on stdout")
 
 
+def _add_tensorboard_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also write the training curves for TensorBoard into RUN_DIR/tensorboard "
+                        "(the job key tensorboard: true; view them with: tensorboard --logdir RUN_DIR)")
+
+
 def _add_job_options(p: argparse.ArgumentParser, m: Method) -> None:
     p.add_argument("--model", default=None,
                    help="registered model name (see: models); " +
@@ -59,6 +65,7 @@ def _add_job_options(p: argparse.ArgumentParser, m: Method) -> None:
     p.add_argument("--cache-views", type=int, default=None, help="cached teacher views per shape (0: live teacher)")
     p.add_argument("--limit-train", type=int, default=None, help="use only this many training shapes")
     p.add_argument("--limit-test", type=int, default=None, help="use only this many test shapes")
+    _add_tensorboard_option(p)
     _add_events_option(p)
 
 
@@ -89,6 +96,7 @@ def add_commands(sub) -> None:
     p.add_argument("job_file", metavar="JOB.yaml", help="YAML job file (keys as in a run folder's job.yaml)")
     p.add_argument("--out", default=None, metavar="RUN_DIR",
                    help="run directory (created; resumable); default: the folder of JOB.yaml when it is named job.yaml")
+    _add_tensorboard_option(p)
     _add_events_option(p)
     p.set_defaults(func=run_file)
 
@@ -173,16 +181,11 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_predict)
 
 
-def _sinks(mode: str):
-    """Where the job's events go besides the run's own events.jsonl."""
-    from core.engine.events import Broadcast, ProgressBar, StdoutJson
+def _callbacks(mode: str) -> list:
+    """Where the job's events go besides the run's own events.jsonl (``--events``)."""
+    from core.engine.callbacks import ProgressBar, StdoutJson
 
-    sinks = []
-    if mode == "json":
-        sinks.append(StdoutJson())
-    elif mode == "bar":
-        sinks.append(ProgressBar())
-    return Broadcast(sinks)
+    return {"json": [StdoutJson()], "bar": [ProgressBar()]}.get(mode, [])
 
 
 def _install_signal_handlers(cancel: threading.Event) -> None:
@@ -199,11 +202,11 @@ def _run(fn, run_dir: Path, events: str) -> int:
     cancel = threading.Event()
     _install_signal_handlers(cancel)
     run_dir.mkdir(parents=True, exist_ok=True)
-    sink = _sinks(events)
+    callbacks = _callbacks(events)
     from core.engine.distributed import shutdown
 
     try:
-        report = fn(sink, cancel)
+        report = fn(callbacks, cancel)
     except JobCancelled as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -220,7 +223,7 @@ def run_stage(args) -> int:
 
     cfg = stage_config(args)
     out = Path(args.out)
-    return _run(lambda sink, cancel: run_job(cfg, out, sink, cancel), out, args.events)
+    return _run(lambda callbacks, cancel: run_job(cfg, out, cancel=cancel, callbacks=callbacks), out, args.events)
 
 
 def stage_config(args):
@@ -237,6 +240,7 @@ def stage_config(args):
         "kd_epochs": args.kd_epochs, "stage_schedule": args.stage_schedule, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "threads": args.threads, "device": args.device, "precision": args.precision, "dropout": args.dropout,
         "limit_train": args.limit_train, "limit_test": args.limit_test, "init": args.init,
+        "tensorboard": args.tensorboard,
         "augment": {} if args.partial_prob is None else {"partial_prob": args.partial_prob},
         "distill": {k: v for k, v in {"teacher": args.teacher, "alpha": args.alpha,
                                        "temperature": args.temperature, "cache_views": args.cache_views}.items()
@@ -264,11 +268,11 @@ def run_file(args) -> int:
     from core.engine.trainer import run_job
 
     path = Path(args.job_file)
-    cfg = load_config(path=path)
+    cfg = load_config(path=path, overrides={"tensorboard": args.tensorboard})
     if args.out is None and path.name != "job.yaml":
         raise ConfigError(f"{path}: give --out RUN_DIR (only a run folder's job.yaml runs in its own folder)")
     out = Path(args.out) if args.out else path.parent
-    return _run(lambda sink, cancel: run_job(cfg, out, sink, cancel), out, args.events)
+    return _run(lambda callbacks, cancel: run_job(cfg, out, cancel=cancel, callbacks=callbacks), out, args.events)
 
 
 def run_resume(args) -> int:
@@ -277,7 +281,7 @@ def run_resume(args) -> int:
     out = Path(args.run_dir)
     if not (out / "job.yaml").is_file():
         raise JobError(f"{out}: not a run directory (no job.yaml)")
-    return _run(lambda sink, cancel: resume_run(out, sink, cancel), out, args.events)
+    return _run(lambda callbacks, cancel: resume_run(out, cancel=cancel, callbacks=callbacks), out, args.events)
 
 
 def run_evaluate(args) -> int:

@@ -5,6 +5,10 @@ Each transform takes points of shape (N, C) or (B, N, C) with xyz in the first t
 returns the same type, shape, dtype and device. In a batch each sample draws its own parameters.
 Randomness comes only from a ``numpy.random.Generator``: pass one as ``rng`` or give the
 transform (or :class:`Compose`) a ``seed``; the same seed gives the same result for numpy and torch.
+
+The trainer augments through this module only: :class:`TrainingAugmentation` for its batches and
+cached teacher views (its live draws come from the run's checkpointed ``torch.Generator``), and
+:func:`partial_views_per_shape` for partial views.
 """
 
 from __future__ import annotations
@@ -252,3 +256,65 @@ def default_train_augmentation(seed: int | None = None, partial_prob: float = 0.
     first = [PartialView(partial_prob, partial_severity)] if partial_prob > 0 else []
     return Compose([*first, RandomScale(2 / 3, 3 / 2, anisotropic=True), RandomShift(0.2), Jitter(0.01, 0.05),
                     ShufflePoints()], seed=seed)
+
+
+class TrainingAugmentation:
+    """The trainer's geometric augmentation of training batches (``augment:`` of a job), applied after
+    the sampling and grouping indices are chosen (they are invariant to it).
+
+    One transform, two sources of parameters. A live batch draws them from the run's
+    ``torch.Generator`` (checkpointed, so a resumed run repeats the draws), in this order: a rotation
+    about z (``rotate_up``), a scale in [scale_low, scale_high] (per axis when ``anisotropic``), a
+    shift in [-shift, shift] per axis, Gaussian jitter (``jitter`` sigma, clipped to 5 sigma). Cached
+    teacher views hold one fixed scale and shift per view and shape (:meth:`view_params`), applied by
+    the same :meth:`scale_shift` to the student's and the teacher's points. A cache cannot hold a
+    rotation or per-point jitter: :meth:`uncacheable` names them, and a job that asks for both is refused.
+    Partial views (:class:`PartialView`) are drawn per shape before this, by :func:`partial_views_per_shape`.
+    """
+
+    def __init__(self, scale_low: float = 0.8, scale_high: float = 1.25, anisotropic: bool = True, shift: float = 0.1,
+                 jitter: float = 0.0, rotate_up: bool = False) -> None:
+        self.scale_low, self.scale_high, self.anisotropic = scale_low, scale_high, anisotropic
+        self.shift, self.jitter, self.rotate_up = shift, jitter, rotate_up
+
+    @classmethod
+    def from_config(cls, a) -> "TrainingAugmentation":
+        """From an ``AugmentConfig`` (``core.engine.config``)."""
+        return cls(a.scale_low, a.scale_high, a.anisotropic, a.shift, a.jitter, a.rotate_up)
+
+    def uncacheable(self) -> list[str]:
+        """The settings fixed cached views cannot honour (``augment.`` keys), empty when none."""
+        return [k for k, on in (("rotate_up", self.rotate_up), ("jitter", self.jitter > 0)) if on]
+
+    @staticmethod
+    def scale_shift(points, scale, shift):
+        """``points * scale + shift``: (B, P, 3) points, (B, 1, 1 or 3) scales and (B, 1, 3) shifts."""
+        return points * scale + shift
+
+    def __call__(self, points, generator):
+        """A live batch (B, P, 3) torch tensor, augmented with parameters drawn from ``generator``."""
+        import torch
+
+        g, b, pts = generator, points.shape[0], points
+        if self.rotate_up:
+            theta = torch.rand(b, generator=g) * 2 * math.pi
+            c, s = torch.cos(theta), torch.sin(theta)
+            rot = torch.zeros(b, 3, 3)
+            rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -s, s, c, 1
+            pts = pts @ rot
+        k = 3 if self.anisotropic else 1
+        scale = self.scale_low + (self.scale_high - self.scale_low) * torch.rand(b, 1, k, generator=g)
+        shift = (torch.rand(b, 1, 3, generator=g) * 2 - 1) * self.shift
+        pts = self.scale_shift(pts, scale, shift)
+        if self.jitter > 0:
+            pts = pts + (torch.randn(pts.shape, generator=g) * self.jitter).clamp(-5 * self.jitter, 5 * self.jitter)
+        return pts
+
+    def view_params(self, views: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Fixed (views, n, 3) float32 scales and shifts for ``views`` cached views of ``n`` shapes."""
+        rng = np.random.default_rng(seed)
+        scale = rng.uniform(self.scale_low, self.scale_high, (views, n, 3 if self.anisotropic else 1))
+        if not self.anisotropic:
+            scale = np.repeat(scale, 3, axis=2)
+        shift = rng.uniform(-self.shift, self.shift, (views, n, 3))
+        return scale.astype(np.float32), shift.astype(np.float32)

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from core.data.augment import TrainingAugmentation
+
 from .jobs import JOBS, METHODS
 
 #: ``auto``: bf16 autocast where the hardware computes bf16 natively (a CUDA GPU that supports it, a CPU
@@ -110,6 +112,7 @@ class JobConfig:
     limit_test: int = 0
     eval_every: int = 1
     log_every: int = 10
+    tensorboard: bool = False  # also write the curves for TensorBoard (RUN_DIR/tensorboard/)
     device: str = "auto"
     # Initial weights (a checkpoint of the same model, width and classes): the T3DNet distillation
     # stage starts from stage 1's student; a train job started from a trained model fine-tunes it.
@@ -163,10 +166,12 @@ class JobConfig:
             takes = [n for n, m in METHODS.items() if m.accepts_init]
             raise ConfigError(f"init: job {self.job!r} trains a weight-sharing supernet from scratch; init is for "
                               f"{', '.join(takes[:-1])} and {takes[-1]}")
-        if method.needs_teacher and self.distill.cache_views > 0 and (
-                self.augment.rotate_up or self.augment.jitter > 0):
-            raise ConfigError("distill.cache_views: cached teacher views hold each view's scale, shift and partial "
-                              "view only; set augment.rotate_up false and augment.jitter 0, or distill.cache_views 0")
+        uncacheable = TrainingAugmentation.from_config(self.augment).uncacheable()
+        if method.needs_teacher and self.distill.cache_views > 0 and uncacheable:
+            asked = " and ".join(f"augment.{k}" for k in uncacheable)
+            raise ConfigError(f"distill.cache_views: cached teacher views hold each view's scale, shift and partial "
+                              f"view only, not {asked}; set augment.rotate_up false and augment.jitter 0, "
+                              f"or distill.cache_views 0")
         if method.needs_teacher and not self.distill.teacher:
             raise ConfigError(f"distill.teacher: job {self.job!r} needs a teacher checkpoint")
         return self

@@ -1,11 +1,13 @@
-"""Typed job events, their JSON-lines form, and the sinks that consume them.
+"""Typed job events and their JSON-lines form.
 
 A job emits one dataclass per event (:class:`StartEvent`, :class:`StageEvent`, :class:`StepEvent`,
 :class:`EpochEvent`, :class:`ProgressEvent`, :class:`EndEvent`, :class:`CancelledEvent`,
 :class:`ErrorEvent`). :meth:`Event.to_json` writes one line of ``events.jsonl`` (and of
 ``--events json`` on stdout): a flat object with a ``type``, the event's fields, the ``stage``
 that emitted it and a wall-clock ``time``; a step's named losses are keys of their own.
-:func:`parse_event` reads such a line back; the app reads a job process's stdout with it.
+:func:`parse_event` reads such a line back; the app reads a job process's stdout with it. What
+consumes the events during a run (the event log, the progress bar, TensorBoard) are the loop's
+callbacks (:mod:`core.engine.callbacks`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, ClassVar, Protocol
+from typing import ClassVar
 
 
 def _clean(v):
@@ -182,68 +182,3 @@ def parse_event(line: str | bytes) -> Event:
     if cls is StepEvent:
         kwargs["losses"] = {k: v for k, v in data.items() if k not in names and k != "type"}
     return cls(**kwargs)
-
-
-class EventSink(Protocol):
-    def __call__(self, event: Event) -> None: ...
-
-
-class JsonlWriter:
-    """Appends every event to ``events.jsonl`` in the run directory (flushed per line)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._f = open(self.path, "a", buffering=1)
-
-    def __call__(self, event: Event) -> None:
-        self._f.write(event.to_json() + "\n")
-
-    def close(self) -> None:
-        self._f.close()
-
-
-class StdoutJson:
-    """Streams events as JSON lines on stdout: what the GUI reads from a job process."""
-
-    def __call__(self, event: Event) -> None:
-        sys.stdout.write(event.to_json() + "\n")
-        sys.stdout.flush()
-
-
-class ProgressBar:
-    """A tqdm progress bar with ETA on stderr, updated from step events."""
-
-    def __init__(self) -> None:
-        self._bar = None
-
-    def __call__(self, event: Event) -> None:
-        from tqdm import tqdm
-
-        if isinstance(event, StepEvent):
-            total = event.total_steps
-            if self._bar is None or self._bar.total != total:
-                if self._bar is not None:
-                    self._bar.close()
-                self._bar = tqdm(total=total, desc=event.stage or "train", unit="step",
-                                 dynamic_ncols=True, file=sys.stderr)
-            self._bar.n = event.global_step
-            shown = {"loss": event.losses.get("loss"), "train_acc": event.train_acc}
-            self._bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items() if isinstance(v, float)}, refresh=False)
-            self._bar.refresh()
-        elif isinstance(event, EpochEvent) and self._bar is not None:
-            if event.val_oa is not None:
-                self._bar.write(f"epoch {event.epoch + 1}: val OA {event.val_oa:.4f}  mAcc {event.val_macc or 0:.4f}")
-        elif isinstance(event, (EndEvent, CancelledEvent, ErrorEvent)) and self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
-class Broadcast:
-    """Calls several sinks with each event."""
-
-    def __init__(self, sinks: list[Callable[[Event], None]]) -> None:
-        self.sinks = list(sinks)
-
-    def __call__(self, event: Event) -> None:
-        for sink in self.sinks:
-            sink(event)
