@@ -11,13 +11,14 @@ A. The first set abstraction's shared MLP as it runs in a tiny SSG step (16 clou
      (one small Gram matmul), then folded into the Linear, so BN's own passes disappear;
    * ``channels_first``: channels x rows, the reference's 1x1-convolution layout.
 B. The max over each centre's neighbours (rows ``(B, S, K, C)``): ``max(2).values`` against
-   ``core.models.layers.max_rows`` (channels-last max-pooling, scatter backward), fp32 and bf16.
-C. The tiny SSG and MSG training steps at several channels-first limits
-   (``core.models.layers.CHANNELS_FIRST_MAX``; 0 runs every layer as rows).
+   ``core.models.ops.max_rows`` (channels-last max-pooling, scatter backward), fp32 and bf16.
+C. The tiny SSG and MSG training steps at several channels-first limits (the model config's
+   ``FastPaths.channels_first_max``; 0 runs every layer as rows).
 D. The whole tiny SSG training step (grouping reused, Adam): the reference; ours eager fp32 and
    bf16 with every grouped MLP as rows (``_all_rows``), with BN and ReLU before the max over
-   neighbours (``_unfused_max``: ``core.models.layers.FUSED_MAX`` off) and as the models run;
-   ours under ``torch.compile`` (inductor, C++ backend) fp32 and bf16.
+   neighbours (``_unfused_max``: ``FastPaths.fused_max`` off), with no fast path at all
+   (``_plain``: ``core.models.fused.PLAIN``) and as the models run; ours under ``torch.compile``
+   (inductor, C++ backend) fp32 and bf16.
 
     .venv/bin/python bench/tiny_step_variants.py --out docs/BENCHMARKS_TINY_VARIANTS.md
 """
@@ -30,6 +31,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -126,24 +128,28 @@ def model_steps(batch: int, points: int, compile_: bool) -> tuple[dict, float]:
             opt.step()
         return step
 
-    import core.models.layers as layers
+    from core.models import FastPaths
+    from core.models.fused import PLAIN
 
-    def setting(name, value, step):
-        """``step`` with ``core.models.layers.<name>`` set to ``value`` (restored after)."""
+    def setting(fast, step):
+        """``step`` with ``ours`` running the fast paths ``fast`` (restored after)."""
         def run():
-            default = getattr(layers, name)
-            setattr(layers, name, value)
+            default = ours.fast_paths
+            ours.fast_paths = fast
             try:
                 step()
             finally:
-                setattr(layers, name, default)
+                ours.fast_paths = default
         return run
 
+    all_rows, unfused = FastPaths(channels_first_max=0), FastPaths(fused_max=False)
     steps = {"reference": train(ref, lambda: ref(x)),
-             "eager_fp32_all_rows": setting("CHANNELS_FIRST_MAX", 0, train(ours, lambda: ours(x, groups))),
-             "eager_bf16_all_rows": setting("CHANNELS_FIRST_MAX", 0, train(ours, lambda: ours(x, groups), True)),
-             "eager_fp32_unfused_max": setting("FUSED_MAX", False, train(ours, lambda: ours(x, groups))),
-             "eager_bf16_unfused_max": setting("FUSED_MAX", False, train(ours, lambda: ours(x, groups), True)),
+             "eager_fp32_plain": setting(PLAIN, train(ours, lambda: ours(x, groups))),
+             "eager_bf16_plain": setting(PLAIN, train(ours, lambda: ours(x, groups), True)),
+             "eager_fp32_all_rows": setting(all_rows, train(ours, lambda: ours(x, groups))),
+             "eager_bf16_all_rows": setting(all_rows, train(ours, lambda: ours(x, groups), True)),
+             "eager_fp32_unfused_max": setting(unfused, train(ours, lambda: ours(x, groups))),
+             "eager_bf16_unfused_max": setting(unfused, train(ours, lambda: ours(x, groups), True)),
              "eager_fp32": train(ours, lambda: ours(x, groups)),
              "eager_bf16": train(ours, lambda: ours(x, groups), True)}
     check = None
@@ -165,9 +171,9 @@ MAX_SHAPES = ((16, 512, 32, 16), (16, 128, 64, 32), (16, 512, 32, 128), (16, 128
 
 
 def max_steps(dtype) -> tuple[dict, float]:
-    """``max(2).values`` against :func:`core.models.layers.max_rows`, forward + backward and
+    """``max(2).values`` against :func:`core.models.ops.max_rows`, forward + backward and
     forward only (inference), at the shapes of MAX_SHAPES; also the largest difference."""
-    from core.models.layers import max_rows
+    from core.models.ops import max_rows
 
     g = torch.Generator().manual_seed(0)
     xs = [torch.randn(*shape, generator=g).to(dtype) for shape in MAX_SHAPES]
@@ -197,7 +203,6 @@ SWEEP_LIMITS = (0, 8, 12, 16)
 
 def sweep_steps(name: str, batch: int, points: int) -> dict:
     """Training steps of a width-1/8 model (grouping reused) at every channels-first limit."""
-    import core.models.layers as layers
     from core.models import create_model
 
     torch.manual_seed(0)
@@ -207,11 +212,11 @@ def sweep_steps(name: str, batch: int, points: int) -> dict:
     y = torch.randint(0, 40, (batch,))
     groups = model.compute_grouping(x)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    default = layers.CHANNELS_FIRST_MAX
+    default = model.fast_paths
 
     def make(limit, bf16):
         def step():
-            layers.CHANNELS_FIRST_MAX = limit
+            model.fast_paths = replace(default, channels_first_max=limit)
             try:
                 model.train()
                 opt.zero_grad(set_to_none=True)
@@ -220,7 +225,7 @@ def sweep_steps(name: str, batch: int, points: int) -> dict:
                 F.cross_entropy(logits, y).backward()
                 opt.step()
             finally:
-                layers.CHANNELS_FIRST_MAX = default
+                model.fast_paths = default
         return step
 
     return {(limit, bf16): make(limit, bf16) for limit in SWEEP_LIMITS for bf16 in (False, True)}
@@ -304,10 +309,10 @@ def main(argv=None) -> int:
         lines.append(f"| {str(dtype).replace('torch.', '')} | {tr:.1f} | {tm:.1f} | {tr / tm:.2f}x | {ir:.1f} | {im:.1f} "
                      f"| {ir / im:.2f}x | {diff:.0e} |")
     if d:
-        import core.models.layers as layers
+        from core.models import FastPaths
 
         lines += ["", f"## C. Channels-first limit (layers at most this wide run channels-first; the models use "
-                  f"{layers.CHANNELS_FIRST_MAX}), width-1/8 training samples/s", "",
+                  f"{FastPaths().channels_first_max}), width-1/8 training samples/s", "",
                   "| model | precision | " + " | ".join(f"limit {lim}" for lim in SWEEP_LIMITS) + " |",
                   "| --- | --- | " + " | ".join("---:" for _ in SWEEP_LIMITS) + " |"]
         for name, r in d.items():

@@ -5,10 +5,10 @@ training) and returns logits ``(batch, num_classes)``. The batch dimension is dy
 of points is fixed at export time. Sampling starts at point 0 (deterministic, RESEARCH.md §3).
 
 Farthest point sampling is a loop that tracing unrolls. The exported graph uses the model's
-``compute_grouping(impl="traceable")``: :func:`~core.models.layers.farthest_point_sample_pairwise`
+``compute_grouping(impl="traceable")``: :func:`~core.models.ops.farthest_point_sample_pairwise`
 (the same squared distances as the eager FPS, computed once as an ``N x N`` matrix, so each unrolled
 step is only gather, minimum and argmax: three ONNX nodes instead of about ten) and, in ONNX,
-:func:`~core.models.layers.ball_query_by_flag`. Both give the eager indices (tested), so exported
+:func:`~core.models.ops.ball_query_by_flag`. Both give the eager indices (tested), so exported
 logits match eager ones. These self-contained files are for deployment elsewhere; the app and the
 CLI run :mod:`core.runtime`, which computes sampling and grouping outside the graph.
 
@@ -30,11 +30,6 @@ from torch import nn
 from core import __version__
 from core.engine.checkpoint import CheckpointError, load_model
 from core.models import ClassifierBase
-from core.models.layers import (  # noqa: F401 - re-exported: the export-friendly grouping lives with the models
-    ball_query_by_flag,
-    farthest_point_sample_pairwise,
-    pairwise_sq_dist_exact,
-)
 
 EXPORT_FORMAT = "t3dnet-studio/export"
 FORMATS = ("onnx", "torchscript")
@@ -49,13 +44,9 @@ class ExportError(CheckpointError):
     """
 
 
-def export_grouping(model: ClassifierBase, xyz: torch.Tensor):
-    """:meth:`compute_grouping` of ``model`` (start at point 0) built from export-friendly ops."""
-    return model.compute_grouping(xyz, impl="traceable")
-
-
 class DeployModule(nn.Module):
-    """``points -> logits`` with the grouping of :func:`export_grouping`: what gets exported."""
+    """``points -> logits`` with the model's own grouping built from export-friendly operations
+    (``compute_grouping(impl="traceable")``, from point 0): what gets exported."""
 
     def __init__(self, model: ClassifierBase) -> None:
         super().__init__()
@@ -63,7 +54,7 @@ class DeployModule(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            grouping = export_grouping(self.model, points)
+            grouping = self.model.compute_grouping(points, impl="traceable")
         return self.model(points, grouping)
 
 

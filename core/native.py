@@ -1,13 +1,13 @@
 """Sampling and grouping kernels compiled to machine code (numba): the same indices as the torch
-functions of :mod:`core.models.layers`, an order of magnitude faster at inference.
+functions of :mod:`core.models.ops`, an order of magnitude faster at inference.
 
-* :func:`farthest_point_sample` is :func:`core.models.layers.farthest_point_sample`: the same
+* :func:`farthest_point_sample` is :func:`core.models.ops.farthest_point_sample`: the same
   float32 distances, computed in the same order (``((dx^2 + dy^2) + dz^2)``, no fused multiply-add),
   and the first of equal maxima, as ``torch.argmax``. One pass per step updates the distances, one
   takes their maximum on the integer view of the (non-negative) floats, which the compiler turns into
   vector instructions, and a short scan finds its first index.
-* :func:`ball_query` is :func:`core.models.layers.ball_query`: it is given the products
-  ``-2 a.b`` computed by torch exactly as :func:`core.models.layers.square_distance` computes them,
+* :func:`ball_query` is :func:`core.models.ops.ball_query`: it is given the products
+  ``-2 a.b`` computed by torch exactly as :func:`core.models.ops.square_distance` computes them,
   adds the squared norms in the same order (one vectorised pass per centre), and keeps the first
   ``nsample`` points inside the radius in index order.
 
@@ -216,7 +216,7 @@ def ball_query(neg2_dot: np.ndarray, centre_sq: np.ndarray, point_sq: np.ndarray
     """First ``nsample`` points (in index order) within ``radius`` of each centre: (B, S, nsample) int64.
 
     Args:
-        neg2_dot: (B, S, N) ``-2 * centres @ points^T`` as :func:`core.models.layers.square_distance`
+        neg2_dot: (B, S, N) ``-2 * centres @ points^T`` as :func:`core.models.ops.square_distance`
             computes it (float32).
         centre_sq, point_sq: (B, S) and (B, N) squared norms, as that function computes them.
         radius: the ball's radius; a point is inside unless its squared distance is larger than

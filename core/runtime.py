@@ -43,10 +43,10 @@ RUNTIME_CHOICES = ("auto", *RUNTIMES)
 #: Bump when the exported graph changes in a way the source files below do not show (a new
 #: dependency's behaviour): cached graphs of another version are never used.
 EXPORT_VERSION = 1
-#: The export code: the key holds a hash of these files too, so an edit to the inference modules,
-#: the layers they fold or this module re-exports on first use instead of reusing an older graph.
-EXPORT_SOURCES = ("core/runtime.py", "core/native.py", "core/models/base.py", "core/models/layers.py", "core/models/pointnet2.py",
-                  "core/models/pointnet.py", "core/models/dgcnn.py")
+#: The export code: the key holds a hash of these files too (globs, relative to the checkout), so an
+#: edit to the inference modules, the layers they fold or this module re-exports on first use
+#: instead of reusing an older graph.
+EXPORT_SOURCES = ("core/runtime.py", "core/native.py", "core/models/*.py")
 #: Calls per runtime when ``auto`` measures (after one warm-up call each).
 AUTO_ROUNDS = 5
 #: Clouds per pass of a larger batch: the grouping's distance products (2 MiB per cloud) and a thin
@@ -229,8 +229,9 @@ def export_code_version() -> str:
     if _code_hash is None:
         root = Path(__file__).resolve().parents[1]
         h = hashlib.sha256()
-        for rel in EXPORT_SOURCES:
-            h.update(rel.encode() + b"\0" + (root / rel).read_bytes())
+        for pattern in EXPORT_SOURCES:
+            for path in sorted(root.glob(pattern)):
+                h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
         _code_hash = h.hexdigest()[:16]
     return f"{EXPORT_VERSION}-{_code_hash}"
 

@@ -17,14 +17,13 @@ from core.export import (
     ExportError,
     export_onnx,
     export_torchscript,
-    farthest_point_sample_pairwise,
     onnx_session,
     quantize_onnx_int8,
     read_export_metadata,
     sidecar_path,
 )
 from core.models import create_model, reestimate_bn
-from core.models.layers import farthest_point_sample, gather_points
+from core.models.ops import farthest_point_sample, farthest_point_sample_pairwise, gather_points
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(180)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from core.engine.checkpoint import CheckpointError, load_model, save_model
-from core.models import create_model, list_models, reestimate_bn
-from core.models.complexity import count_macs, count_parameters
+from core.models import ModelConfig, create_model, list_models, reestimate_bn
+from core.models.complexity import count_macs, count_parameters, grouping_cost
+from core.models.fused import FastPaths
 
 # RESEARCH.md §1 and §3: reference parameter counts (width 1 and 1/8) and MACs per sample.
 REFERENCE = {
@@ -56,6 +57,36 @@ def test_parameter_counts_match_reference_architectures(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_macs_match_reference_convention(name):
     assert count_macs(create_model(name), 1024) == pytest.approx(REFERENCE[name][2], rel=0.02)
+
+
+def test_macs_follow_the_active_widths_and_leave_the_model_as_it_was():
+    supernet = create_model("pointnet2_ssg", width=1 / 8, aug_factors=(1.0, 2.0)).train()
+    config = supernet.model_config
+    wide = count_macs(supernet, 1024)
+    supernet.set_widths("tiny")
+    assert count_macs(supernet, 1024) == count_macs(create_model("pointnet2_ssg", width=1 / 8), 1024) < wide
+    assert supernet.training and supernet.model_config is config
+
+
+def test_grouping_cost_counts_the_distance_evaluations():
+    """FPS and one centre-point distance matrix per sampled level (PointNet++: 512 x 1024 twice,
+    128 x 512 twice), one N x N matrix per EdgeConv (DGCNN), none for PointNet."""
+    expected = {"pointnet2_ssg": 2 * (512 * 1024 + 128 * 512), "pointnet2_msg": 2 * (512 * 1024 + 128 * 512),
+                "dgcnn": 4 * 1024 * 1024, "pointnet": 0}
+    assert {name: grouping_cost(create_model(name, width=1 / 8), 1024) for name in expected} == expected
+
+
+def test_fast_paths_are_part_of_the_config_and_default_for_older_checkpoints(tmp_path):
+    model = create_model("pointnet2_ssg", width=1 / 8, fast_paths=FastPaths(channels_first_max=0))
+    save_model(tmp_path / "m.pt", model, [f"c{i}" for i in range(40)])
+    assert load_model(tmp_path / "m.pt")[0].fast_paths == FastPaths(channels_first_max=0)
+    older = model.model_config.to_dict()
+    del older["fast_paths"]
+    assert ModelConfig.from_dict(older).fast_paths == FastPaths()
+    with pytest.raises(ValueError, match="unknown fast paths: fused"):
+        ModelConfig.from_dict(older | {"fast_paths": {"fused": True}})
+    with pytest.raises(ValueError, match="channels_first_max"):
+        FastPaths(channels_first_max=-1)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -225,7 +256,7 @@ def test_grouping_does_not_depend_on_autocast_precision(name):
 def test_max_rows_equals_max_with_the_same_gradient_per_point(dtype):
     """max_rows pools channels-last; values equal max(-2), and each row's gradient total equals
     max's, also with duplicated neighbours (a padded ball query repeats its first index)."""
-    from core.models.layers import max_rows
+    from core.models.ops import max_rows
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 5, 7, 6, generator=g).to(dtype)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from core.models import create_model, list_models
+from core.models.fused import PLAIN, FastPaths, mlp_max
+from core.models.slim import LinearBNAct, WidthSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,6 +99,52 @@ def test_eval_outputs_match_reference_exactly_in_float64(name):
     assert torch.allclose(mine, theirs, rtol=0, atol=1e-9)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "pointnet2_msg" else n for n in MODELS])
+def test_fast_paths_match_the_plain_formulation(name):
+    """Every rewrite of the model config's FastPaths (first layer per point, layouts, BN after
+    the max) against none of them (the slim layers' own forwards on grouped rows): in float64,
+    on a supernet at mixed widths with some BN scales negative, train-mode outputs, gradients
+    and BN statistics, then eval outputs, agree."""
+    import random
+
+    results = []
+    for fast in (FastPaths(), PLAIN):
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=10, width=1 / 8, aug_factors=(1.0, 2.0, 3.0), fast_paths=fast).double()
+        with torch.no_grad():  # T-Nets' last layers are zero at initialisation: perturb everything
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm1d):
+                    m.weight.mul_(torch.where(torch.rand_like(m.weight) < 0.4, -1.0, 1.0).double())
+        model.set_widths(model.sample_widths(random.Random(3)))
+        model.train()
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.eval()
+        x = _points(name, 1 / 8, batch=3, seed=5).double()
+        out = model(x)
+        out.square().sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        stats = [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked)) for m in bns]
+        model.eval()
+        with torch.no_grad():
+            results.append((out.detach(), grads, stats, model(x)))
+    (o1, g1, s1, e1), (o2, g2, s2, e2) = results
+    assert o2.abs().max() > 0.05 and e2.abs().max() > 0.05
+    torch.testing.assert_close(o1, o2, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(e1, e2, rtol=1e-9, atol=1e-10)
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9 * max(1.0, b.abs().max().item()))
+    assert g2[0].abs().sum() > 0
+    for (m1, v1, n1), (m2, v2, n2) in zip(s1, s2, strict=True):
+        torch.testing.assert_close(m1, m2, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(v1, v2, rtol=1e-9, atol=1e-10)
+        assert n1 == n2 == 1
+
+
 # Gradients at width 1/8 for every model, and at width 1 for the CPU teacher (SSG): float64
 # convolutions are slow, and with batch statistics of 3 samples float32 gradients are too
 # ill-conditioned to compare tightly.
@@ -168,17 +216,15 @@ def test_port_ball_query_sort_selects_the_same_indices_as_topk():
     assert (a[..., 1:] != a[..., :1]).any()  # some centres have several neighbours: the test bites
 
 
-def test_channels_first_and_rows_layouts_agree_on_a_supernet(monkeypatch):
+def test_channels_first_and_rows_layouts_agree_on_a_supernet():
     """PointNet++ runs thin grouped MLPs channels-first and wide ones as rows; on a supernet at
     mixed widths (some branches thin, some wide) both layouts give the same outputs, gradients
     and BN statistics as running everything as rows."""
-    import core.models.layers as layers
-
-    results, default = [], layers.CHANNELS_FIRST_MAX
+    results, default = [], FastPaths().channels_first_max
     for limit in (default, 0):
-        monkeypatch.setattr(layers, "CHANNELS_FIRST_MAX", limit)
         torch.manual_seed(0)
-        model = create_model("pointnet2_msg", num_classes=10, width=1 / 8, aug_factors=(1.0, 2.0, 3.0)).double()
+        model = create_model("pointnet2_msg", num_classes=10, width=1 / 8, aug_factors=(1.0, 2.0, 3.0),
+                             fast_paths=FastPaths(channels_first_max=limit)).double()
         widths = model.sample_widths(__import__("random").Random(3))
         model.set_widths(widths)
         model.train()
@@ -202,22 +248,21 @@ def test_channels_first_and_rows_layouts_agree_on_a_supernet(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["pointnet2_ssg", "pointnet2_msg", "pointnet"])
-def test_bn_and_relu_after_the_max_match_the_plain_formulation(monkeypatch, name):
-    """forward_max pools each MLP's last linear output and applies BN and ReLU to the pooled
+def test_bn_and_relu_after_the_max_match_the_plain_formulation(name):
+    """fused_max pools each MLP's last linear output and applies BN and ReLU to the pooled
     tensor: outputs, gradients, BN running statistics (momentum and cumulative) and eval outputs
     equal the plain max(relu(bn(linear))), on a supernet at mixed widths (thin channels-first and
     wide rows layers both pooled; PointNet: the max over points) with some BN scales negative
     (the min side of the identity)."""
     import random
 
-    import core.models.layers as layers
     from core.models.base import reestimate_bn
 
     results = []
     for fused in (True, False):
-        monkeypatch.setattr(layers, "FUSED_MAX", fused)
         torch.manual_seed(0)
-        model = create_model(name, num_classes=10, width=1 / 8, aug_factors=(1.0, 2.0, 3.0)).double()
+        model = create_model(name, num_classes=10, width=1 / 8, aug_factors=(1.0, 2.0, 3.0),
+                             fast_paths=FastPaths(fused_max=fused)).double()
         with torch.no_grad():
             for m in model.modules():
                 if isinstance(m, torch.nn.BatchNorm1d):
@@ -253,34 +298,27 @@ def test_bn_and_relu_after_the_max_match_the_plain_formulation(monkeypatch, name
 def test_bn_after_the_max_in_bf16_autocast_stays_close():
     """The tiny SSG trains in bf16 autocast: the fused pooling stays within bf16 rounding of the
     plain formulation (the batch statistics are reduced from bf16 values)."""
-    import core.models.layers as layers
-
     outs = []
     for fused in (True, False):
-        layers.FUSED_MAX = fused
-        try:
-            torch.manual_seed(0)
-            model = create_model("pointnet2_ssg", num_classes=40, width=1 / 8).train()
-            x = _points("pointnet2_ssg", 1 / 8, batch=8, seed=1)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                outs.append(model(x).float().detach())
-        finally:
-            layers.FUSED_MAX = True
+        torch.manual_seed(0)
+        model = create_model("pointnet2_ssg", num_classes=40, width=1 / 8,
+                             fast_paths=FastPaths(fused_max=fused)).train()
+        x = _points("pointnet2_ssg", 1 / 8, batch=8, seed=1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outs.append(model(x).float().detach())
     a, b = outs
     assert torch.isfinite(a).all()
     assert (a - b).abs().max() < 0.05 * b.abs().max(), ((a - b).abs().max(), b.abs().max())
 
 
-def _fused_vs_plain_layer(monkeypatch, cin, cout, k, x_cf, dtype, autocast=False, seed=0):
-    """One LinearBNAct's forward_max, fused and plain, on the same input: outputs and the
-    gradients of the input and of every parameter, plus the running statistics."""
-    import core.models.layers as layers
-
+def _fused_vs_plain_layer(cin, cout, k, x_cf, dtype, autocast=False, seed=0):
+    """One LinearBNAct followed by the max over groups of ``k`` rows, fused and plain, on the
+    same input: outputs and the gradients of the input and of every parameter, plus the running
+    statistics."""
     results = []
     for fused in (True, False):
-        monkeypatch.setattr(layers, "FUSED_MAX", fused)
         torch.manual_seed(seed)
-        layer = layers.LinearBNAct([cin], layers.WidthSpec(cout, 1.0)).to(dtype).train()
+        layer = LinearBNAct([cin], WidthSpec(cout, 1.0)).to(dtype).train()
         with torch.no_grad():  # some negative BN scales (the min side) and a large mean
             layer.bn.weight.mul_(torch.where(torch.rand(cout) < 0.4, -1.0, 1.0).to(dtype))
             layer.linear.bias.add_(3.0)
@@ -288,7 +326,7 @@ def _fused_vs_plain_layer(monkeypatch, cin, cout, k, x_cf, dtype, autocast=False
         x0 = torch.randn(40 * k, cin, generator=g, dtype=dtype).relu()
         x = (x0.t().contiguous() if x_cf else x0).requires_grad_()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            y = layer.forward_max(x, x_cf, k)
+            y = mlp_max([layer], x, k, FastPaths(fused_max=fused), x_cf=x_cf)
         assert y.shape == (40, cout)
         wts = torch.randn(y.shape, generator=g, dtype=torch.float32).to(y.dtype)
         (y.float() * wts.float()).sum().backward()
@@ -305,11 +343,11 @@ def _fused_vs_plain_layer(monkeypatch, cin, cout, k, x_cf, dtype, autocast=False
     (40, 16, 32, False),  # wide input: through dz
     (40, 8, 32, True),
 ])
-def test_fused_pooled_layer_matches_plain_in_float64(monkeypatch, cin, cout, k, x_cf):
-    """LinearBNAct.forward_max (statistics and max of a bias-free linear output, the bias added
+def test_fused_pooled_layer_matches_plain_in_float64(cin, cout, k, x_cf):
+    """fused.linear_bn_act_max (statistics and max of a bias-free linear output, the bias added
     after, gradients to x and w without dz for thin inputs) equals max(relu(bn(linear(x)))):
     outputs, gradients of the input and of every parameter, running statistics."""
-    (o1, g1, m1, v1), (o2, g2, m2, v2) = _fused_vs_plain_layer(monkeypatch, cin, cout, k, x_cf, torch.float64)
+    (o1, g1, m1, v1), (o2, g2, m2, v2) = _fused_vs_plain_layer(cin, cout, k, x_cf, torch.float64)
     assert o2.abs().max() > 0
     torch.testing.assert_close(o1, o2)
     for a, b in zip(g1, g2):
@@ -320,13 +358,12 @@ def test_fused_pooled_layer_matches_plain_in_float64(monkeypatch, cin, cout, k, 
 
 
 @pytest.mark.parametrize("cin,k,x_cf", [(8, 32, True), (40, 32, False)])
-def test_fused_pooled_layer_gradients_in_bf16_autocast_stay_close(monkeypatch, cin, k, x_cf):
+def test_fused_pooled_layer_gradients_in_bf16_autocast_stay_close(cin, k, x_cf):
     """Under bf16 autocast (the `cpu` preset, which takes the dz path) the fused layer's input
     and weight gradients are as close to the float32 gradients as the plain formulation's bf16
     gradients are (a large BN mean makes bf16 gradients several percent off either way)."""
-    (o1, g1, _, _), (o2, g2, _, _) = _fused_vs_plain_layer(
-        monkeypatch, cin, 16, k, x_cf, torch.float32, autocast=True)
-    _, (_, g32, _, _) = _fused_vs_plain_layer(monkeypatch, cin, 16, k, x_cf, torch.float32)
+    (o1, g1, _, _), (o2, g2, _, _) = _fused_vs_plain_layer(cin, 16, k, x_cf, torch.float32, autocast=True)
+    _, (_, g32, _, _) = _fused_vs_plain_layer(cin, 16, k, x_cf, torch.float32)
     assert (o1 - o2).abs().max() <= 0.05 * o2.abs().max()
     for fused, plain, exact in zip(g1[:2], g2[:2], g32[:2]):  # input, linear weight
         assert torch.isfinite(fused).all()

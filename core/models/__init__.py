@@ -2,6 +2,7 @@
 
 from .base import ClassifierBase, ModelConfig, reestimate_bn
 from .dgcnn import dgcnn
+from .fused import FastPaths
 from .pointnet import pointnet
 from .pointnet2 import pointnet2_msg, pointnet2_ssg
 from .registry import UnknownModelError, create_model, list_models, model_from_config, register_model
@@ -11,6 +12,7 @@ for _fn in (pointnet, pointnet2_ssg, pointnet2_msg, dgcnn):
 
 __all__ = [
     "ClassifierBase",
+    "FastPaths",
     "ModelConfig",
     "UnknownModelError",
     "create_model",

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .layers import LinearBNAct, SlimBatchNorm, SlimGridLinear, SlimLinear, WidthSpec
+from .fused import FastPaths
+from .slim import LinearBNAct, SlimBatchNorm, SlimGridLinear, SlimLinear, WidthSpec
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class ModelConfig:
     width: float = 1.0
     aug_factors: tuple[float, ...] = (1.0,)
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: How the model computes, never what: see :class:`~core.models.fused.FastPaths`.
+    fast_paths: FastPaths = field(default_factory=FastPaths)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -37,6 +39,7 @@ class ModelConfig:
             width=float(d["width"]),
             aug_factors=tuple(float(f) for f in d.get("aug_factors", (1.0,))),
             kwargs=dict(d.get("kwargs", {})),
+            fast_paths=FastPaths.from_dict(d.get("fast_paths")),
         )
 
 
@@ -92,6 +95,15 @@ class ClassifierBase(nn.Module):
     def forward(self, points: torch.Tensor, grouping=None) -> torch.Tensor:
         return self.forward_head(self.forward_features(points, grouping))
 
+    @property
+    def fast_paths(self) -> FastPaths:
+        """The exact rewrites this model runs (a field of its config; setting it replaces the config)."""
+        return self.model_config.fast_paths
+
+    @fast_paths.setter
+    def fast_paths(self, fast: FastPaths) -> None:
+        self.model_config = replace(self.model_config, fast_paths=fast)
+
     def grouping_key(self) -> tuple | None:
         """Models with equal keys can share :meth:`compute_grouping`'s output."""
         return None
@@ -100,6 +112,11 @@ class ClassifierBase(nn.Module):
         """Sampling/grouping indices for ``xyz`` (None for models without any). ``impl``
         (``eager``, ``native``, ``traceable``) chooses how they are computed, never what they are."""
         return None
+
+    def grouping_cost(self, num_points: int = 1024) -> int:
+        """Pairwise distance evaluations per sample of :meth:`compute_grouping` and of any
+        grouping the forward computes itself (FPS, ball query, kNN; each about 3 multiply-adds)."""
+        return 0
 
     def inference_module(self, num_points: int = 1024) -> "InferenceModule":
         """This model (eval mode) as ``forward(points, *grouping_inputs) -> logits`` for clouds of
@@ -188,7 +205,8 @@ class ClassifierBase(nn.Module):
         from .registry import create_model
 
         cfg = self.model_config
-        plain = create_model(cfg.name, num_classes=cfg.num_classes, width=cfg.width, **dict(cfg.kwargs))
+        plain = create_model(cfg.name, num_classes=cfg.num_classes, width=cfg.width, fast_paths=cfg.fast_paths,
+                             **dict(cfg.kwargs))
         previous = {n: m.active_out for n, m in self.slim_layers().items()}
         self.set_widths("tiny")
         try:
@@ -325,4 +343,4 @@ def reestimate_bn(model: nn.Module, batches, grouping_fn=None) -> None:
     model.train(was_training)
 
 
-__all__ = ["ClassifierBase", "ClassifierHead", "GroupedForward", "InferenceModule", "ModelConfig", "reestimate_bn", "F"]
+__all__ = ["ClassifierBase", "ClassifierHead", "GroupedForward", "InferenceModule", "ModelConfig", "reestimate_bn"]

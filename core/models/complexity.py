@@ -2,7 +2,7 @@
 
 Convention: MACs are the multiply-accumulates of the linear (1x1 convolution / fully connected)
 layers for one sample, counted as in the reference formulation (a grouped layer costs one row per
-(centre, neighbour) pair, even where our implementation computes it once per point). BatchNorm,
+(centre, neighbour) pair, even where the fast paths compute it once per point). BatchNorm,
 activations, pooling are not counted. Sampling and grouping are reported separately as pairwise
 distance evaluations (FPS, ball query, kNN), each costing about 3*C multiply-adds for C channels.
 """
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from . import layers
 from .base import ClassifierBase
+from .fused import PLAIN
+from .slim import SlimLinear
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -22,34 +23,31 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 @torch.no_grad()
 def count_macs(model: ClassifierBase, num_points: int = 1024) -> int:
-    """Linear-layer MACs per sample at the model's active widths (see module docstring)."""
-    was_training = model.training
+    """Linear-layer MACs per sample at the model's active widths (see module docstring).
+
+    Counted by a forward hook on every :class:`SlimLinear` (``rows x in x out`` of each call)
+    while the model runs its plain formulation (:data:`~core.models.fused.PLAIN`), in which every
+    linear layer is applied to every row of the reference formulation."""
+    macs: list[int] = []
+
+    def count(_module, args, output) -> None:
+        macs.append(args[0].numel() * output.shape[-1])
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, SlimLinear)]
+    was_training, config = model.training, model.model_config
     model.eval()
-    layers.MAC_COUNTER = []
+    model.fast_paths = PLAIN
     try:
         model(torch.rand(1, num_points, 3) * 2 - 1)
-        return int(sum(layers.MAC_COUNTER))
+        return int(sum(macs))
     finally:
-        layers.MAC_COUNTER = None
+        model.model_config = config
+        for hook in hooks:
+            hook.remove()
         model.train(was_training)
 
 
 def grouping_cost(model: ClassifierBase, num_points: int = 1024) -> int:
-    """Pairwise distance evaluations per sample for sampling and grouping."""
-    from .dgcnn import DGCNN
-    from .pointnet2 import PointNet2
-
-    if isinstance(model, PointNet2):
-        total, n = 0, num_points
-        for sa in model.layout:
-            if sa.npoint is None:
-                continue
-            s = min(sa.npoint, n)
-            total += s * n  # farthest point sampling
-            total += s * n  # one distance matrix shared by the radii of a level
-            n = s
-        return total
-    if isinstance(model, DGCNN):
-        return len(model.convs) * num_points * num_points
-    return 0
-
+    """Pairwise distance evaluations per sample for sampling and grouping (the model's
+    :meth:`~core.models.base.ClassifierBase.grouping_cost`)."""
+    return model.grouping_cost(num_points)

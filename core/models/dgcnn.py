@@ -1,8 +1,9 @@
 """DGCNN classifier (Wang et al., ACM TOG 2019): four EdgeConv layers on a dynamic kNN graph.
 
-EdgeConv's shared layer is linear in ``[x_j - x_i, x_i]``: ``W1 x_j + (W2 - W1) x_i``. Both terms
-are computed once per point and gathered per edge, an exact rewrite that divides the layer's
-matmul cost by ``k``. The first kNN graph (on xyz) can be shared between models via
+EdgeConv's shared layer is linear in the edge feature ``[x_j - x_i, x_i]``:
+``W1 x_j + (W2 - W1) x_i``. With the model config's ``fast_paths.per_point`` both terms are
+computed once per point and gathered per edge, an exact rewrite that divides the layer's matmul
+cost by ``k``. The first kNN graph (on xyz) can be shared between models via
 :meth:`DGCNN.compute_grouping`; the later ones depend on learned features.
 """
 
@@ -12,7 +13,9 @@ import torch
 from torch import nn
 
 from .base import ClassifierBase, ClassifierHead
-from .layers import LinearBNAct, WidthSpec, count_linear_macs, gather_points, knn, max_rows
+from .fused import FastPaths
+from .ops import gather_points, knn, max_rows
+from .slim import LinearBNAct, WidthSpec
 
 
 class EdgeConv(nn.Module):
@@ -26,15 +29,19 @@ class EdgeConv(nn.Module):
     def out(self):
         return self.unit.out
 
-    def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, idx: torch.Tensor, fast: FastPaths) -> torch.Tensor:
+        """x (B, N, C), idx (B, N, k) neighbours of each point -> (B, N, C_out)."""
+        if not fast.per_point:
+            nbr = gather_points(x, idx)
+            centre = x.unsqueeze(2).expand_as(nbr)
+            return max_rows(self.unit(torch.cat([nbr - centre, centre], -1)))
         w, _ = self.unit.linear.effective_weight()
         c = x.shape[-1]
         w_nbr, w_ctr = w[:, :c], w[:, c:]
         per_nbr = x @ w_nbr.t()
         per_ctr = x @ (w_ctr - w_nbr).t()
-        count_linear_macs(idx.numel(), w)  # reference convention: one row per edge
         y = gather_points(per_nbr, idx) + per_ctr.unsqueeze(2)
-        return max_rows(self.unit.post(y))
+        return max_rows(self.unit.bn_act(y))
 
 
 class DGCNN(ClassifierBase):
@@ -58,15 +65,19 @@ class DGCNN(ClassifierBase):
     def grouping_key(self) -> tuple:
         return ("dgcnn", self.k)
 
+    def grouping_cost(self, num_points: int = 1024) -> int:
+        """One N x N distance matrix per EdgeConv (its kNN graph)."""
+        return len(self.convs) * num_points * num_points
+
     @torch.no_grad()
     def compute_grouping(self, xyz: torch.Tensor, start=None, impl: str = "eager"):
         return knn(xyz, self.k)
 
     def forward_features(self, points: torch.Tensor, grouping=None) -> torch.Tensor:
-        x, outs = points, []
+        x, outs, fast = points, [], self.fast_paths
         for i, conv in enumerate(self.convs):
             idx = grouping if (i == 0 and grouping is not None) else knn(x, self.k)
-            x = conv(x, idx)
+            x = conv(x, idx, fast)
             outs.append(x)
         y = self.embed(torch.cat(outs, -1))
         return torch.cat([max_rows(y), y.mean(1)], -1)

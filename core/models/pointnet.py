@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from .base import ClassifierBase, ClassifierHead
-from .layers import LinearBNAct, SharedMLP, SlimGridLinear, SlimLinear, WidthSpec
+from .fused import FastPaths, mlp_max
+from .slim import LinearBNAct, SharedMLP, SlimGridLinear, SlimLinear, WidthSpec
 
 
 class TNet(nn.Module):
@@ -27,9 +28,10 @@ class TNet(nn.Module):
         nn.init.zeros_(self.fc3.weight)
         nn.init.zeros_(self.fc3.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fast: FastPaths) -> torch.Tensor:
+        """x (B, N, k) -> (B, k, k): max over points of the shared MLP, then fully connected layers."""
         b, n, k = x.shape
-        y = self.fc3(self.fc2(self.fc1(self.mlp.forward_max(x.reshape(b * n, k), False, n))))
+        y = self.fc3(self.fc2(self.fc1(mlp_max(self.mlp.layers, x.reshape(b * n, k), n, fast))))
         return y.view(-1, k, k) + torch.eye(k, device=x.device, dtype=x.dtype)
 
 
@@ -46,11 +48,12 @@ class PointNet(ClassifierBase):
         self.head = ClassifierHead([self.conv3.out], num_classes, width, aug_factors, dropout=dropout)
 
     def forward_features(self, points: torch.Tensor, grouping=None) -> torch.Tensor:
-        x = torch.bmm(points, self.stn(points))
+        fast = self.fast_paths
+        x = torch.bmm(points, self.stn(points, fast))
         x = self.conv1(x)
-        x = self.conv2(torch.bmm(x, self.fstn(x)))
-        b, n, c = x.shape  # the max over points with BN after it (LinearBNAct.forward_max)
-        return self.conv3.forward_max(x.reshape(b * n, c), False, n)
+        x = self.conv2(torch.bmm(x, self.fstn(x, fast)))
+        b, n, c = x.shape  # the max over points of conv3
+        return mlp_max([self.conv3], x.reshape(b * n, c), n, fast)
 
 
 def pointnet(num_classes: int = 40, width: float = 1.0, aug_factors=(1.0,), **kw) -> PointNet:

@@ -1,15 +1,17 @@
 """PointNet++ classifiers (Qi et al., NeurIPS 2017): single-scale (SSG) and multi-scale (MSG).
 
 Layout of the widely used PyTorch port (xyz input, grouped features ordered [xyz, features]).
-Four exact rewrites make it fast on a CPU without changing its outputs:
+A set abstraction level samples centres, groups each centre's neighbours within a radius as
+rows ``[xyz_j - xyz_c, f_j]``, applies a shared MLP to every row and takes the max over each
+group. Exact rewrites make it fast on a CPU without changing its outputs:
 
-* the first layer of each set abstraction is linear in ``[xyz_j - xyz_c, f_j]``, so it is applied
-  once per *point* and gathered, instead of once per (centre, neighbour) pair;
 * sampling and grouping indices come from :meth:`PointNet2.compute_grouping` and can be reused by
   every model with the same sampling layout (teacher and student, tiny and augmented passes,
   successive epochs of the same shape: they depend only on point distances);
-* thin grouped MLPs (a tiny model's) run channels-first ``(C, rows)``, wide ones channels-last;
-* each MLP's last BN and ReLU run after the max over the group (``LinearBNAct.forward_max``).
+* the model config's :class:`~core.models.fused.FastPaths`: the first layer of each level
+  applied once per *point* and gathered, instead of once per (centre, neighbour) row
+  (``per_point``); thin grouped MLPs run channels-first, and each MLP's last BN and ReLU after
+  the max over the group (:func:`~core.models.fused.mlp_max`).
 """
 
 from __future__ import annotations
@@ -22,19 +24,15 @@ from torch import nn
 
 from core import native
 
-from . import layers
-from .layers import (
-    LinearBNAct,
-    SharedMLP,
-    SlimLinear,
-    WidthSpec,
+from .fused import FastPaths, mlp_max
+from .ops import (
     ball_query,
     ball_query_by_flag,
-    count_linear_macs,
     farthest_point_sample,
     farthest_point_sample_pairwise,
     gather_points,
 )
+from .slim import LinearBNAct, SharedMLP, SlimLinear, WidthSpec, activation
 from .base import ClassifierBase, ClassifierHead, InferenceModule
 
 
@@ -75,47 +73,63 @@ class SetAbstraction(nn.Module):
     def outs(self) -> list[SlimLinear]:
         return [b.out for b in self.branches]
 
-    def forward(self, xyz, feats, group):
+    def forward(self, xyz, feats, group, fast: FastPaths):
         """xyz (B,N,3), feats (B,N,C)|None, group: this level's indices -> (new_xyz, new_feats)."""
         b = xyz.shape[0]
-        if self.layout.npoint is None:
+        if self.layout.npoint is None:  # one group of every point, features [xyz, f]
             rows = xyz if feats is None else torch.cat([xyz, feats], -1)
-            out = self.branches[0].forward_max(rows.reshape(-1, rows.shape[-1]), False, rows.shape[1])
+            out = mlp_max(self.branches[0].layers, rows.reshape(-1, rows.shape[-1]), rows.shape[1], fast)
             return xyz.new_zeros(b, 1, 3), out.unsqueeze(1)
         centres = gather_points(xyz, group["centres"])
-        b, n, s = xyz.shape[0], xyz.shape[1], centres.shape[1]
+        s = centres.shape[1]
         outs = []
         for mlp, nbr in zip(self.branches, group["neighbours"]):
-            first = mlp.layers[0].linear
-            w, bias = first.effective_weight()
-            w_xyz, w_feat = w[:, :3], w[:, 3:]
-            per_point = xyz @ w_xyz.t()
-            if feats is not None:
-                per_point = per_point + feats @ w_feat.t()
-            if bias is not None:
-                per_point = per_point + bias
-            # Negated here, on the small tensor, and added below: autograd's backward of a
-            # broadcast subtraction negates the full-size gradient before reducing it. (Not added
-            # in place: on a view that records a CopySlices node, a full copy in backward.)
-            neg_centre = centres @ -w_xyz.t()
-            # Convention: MACs of the reference formulation (the layer applied per grouped row).
-            count_linear_macs(nbr.numel(), w)
             k = nbr.shape[-1]
-            if w.shape[0] <= layers.CHANNELS_FIRST_MAX:  # thin: gathered channels-first (C, B*S*K)
-                flat = (nbr.reshape(b, -1) + torch.arange(b, device=nbr.device).unsqueeze(1) * n).reshape(-1)
-                y = per_point.reshape(b * n, -1).t().contiguous().index_select(1, flat)
-                y = y.view(-1, b * s, k) + neg_centre.reshape(b * s, -1).t().unsqueeze(2)
-                y = mlp.forward_max(y.view(y.shape[0], -1), True, k, skip_first_linear=True)
-            else:  # gathered rows (B*S*K, C)
-                y = gather_points(per_point, nbr) + neg_centre.unsqueeze(2)
-                y = mlp.forward_max(y.view(-1, y.shape[-1]), False, k, skip_first_linear=True)
+            if fast.per_point:
+                y, y_cf = self._first_linear_per_point(mlp.layers[0], xyz, feats, centres, nbr, fast)
+                y = mlp_max(mlp.layers, y, k, fast, x_cf=y_cf, first_linear_done=True)
+            else:
+                rows = self._grouped_rows(xyz, feats, centres, nbr)
+                y = mlp_max(mlp.layers, rows.view(-1, rows.shape[-1]), k, fast)
             outs.append(y.reshape(b, s, -1))
         return centres, torch.cat(outs, -1) if len(outs) > 1 else outs[0]
+
+    @staticmethod
+    def _grouped_rows(xyz, feats, centres, nbr) -> torch.Tensor:
+        """The grouped rows ``[xyz_j - xyz_c, f_j]`` of every centre c and neighbour j: (B, S, K, 3 + C)."""
+        rel = gather_points(xyz, nbr) - centres.unsqueeze(2)
+        return rel if feats is None else torch.cat([rel, gather_points(feats, nbr)], -1)
+
+    @staticmethod
+    def _first_linear_per_point(first: LinearBNAct, xyz, feats, centres, nbr, fast: FastPaths):
+        """The first layer's linear output on the grouped rows, ``W [xyz_j - xyz_c, f_j] + b =
+        (W_xyz xyz_j + W_f f_j + b) - W_xyz xyz_c``: the bracket computed once per point and
+        gathered. Returns it as 2-D rows ``(B*S*K, C)``, or channels-first ``(C, B*S*K)`` for a layer
+        at most ``fast.channels_first_max`` wide, and the layout flag."""
+        b, n, s = xyz.shape[0], xyz.shape[1], centres.shape[1]
+        w, bias = first.linear.effective_weight()
+        w_xyz, w_feat = w[:, :3], w[:, 3:]
+        per_point = xyz @ w_xyz.t()
+        if feats is not None:
+            per_point = per_point + feats @ w_feat.t()
+        if bias is not None:
+            per_point = per_point + bias
+        # Negated here, on the small tensor, and added below: autograd's backward of a
+        # broadcast subtraction negates the full-size gradient before reducing it. (Not added
+        # in place: on a view that records a CopySlices node, a full copy in backward.)
+        neg_centre = centres @ -w_xyz.t()
+        k = nbr.shape[-1]
+        if w.shape[0] <= fast.channels_first_max:  # thin: gathered channels-first (C, B*S*K)
+            flat = (nbr.reshape(b, -1) + torch.arange(b, device=nbr.device).unsqueeze(1) * n).reshape(-1)
+            y = per_point.reshape(b * n, -1).t().contiguous().index_select(1, flat)
+            y = y.view(-1, b * s, k) + neg_centre.reshape(b * s, -1).t().unsqueeze(2)
+            return y.view(y.shape[0], -1), True
+        y = gather_points(per_point, nbr) + neg_centre.unsqueeze(2)  # gathered rows (B*S*K, C)
+        return y.view(-1, y.shape[-1]), False
 
 
 class PointNet2(ClassifierBase):
     """PointNet++ classifier at any width; an augmentable supernet when ``aug_factors`` widen it."""
-
 
     def __init__(
         self,
@@ -135,8 +149,27 @@ class PointNet2(ClassifierBase):
         self.levels = nn.ModuleList(levels)
         self.head = ClassifierHead(segs, num_classes, width, aug_factors, dropout=dropout)
 
+    def forward_features(self, points: torch.Tensor, grouping=None) -> torch.Tensor:
+        if grouping is None:
+            grouping = self.compute_grouping(points)
+        xyz, feats, fast = points, None, self.fast_paths
+        for level, group in zip(self.levels, grouping):
+            xyz, feats = level(xyz, feats, group, fast)
+        return feats.squeeze(1)
+
     def grouping_key(self) -> tuple:
         return ("pointnet2", tuple((sa.npoint, sa.radii, sa.nsamples) for sa in self.layout))
+
+    def grouping_cost(self, num_points: int = 1024) -> int:
+        """Per sampled level: FPS (S x N distances) and one S x N distance matrix shared by its radii."""
+        total, n = 0, num_points
+        for sa in self.layout:
+            if sa.npoint is None:
+                continue
+            s = min(sa.npoint, n)
+            total += 2 * s * n
+            n = s
+        return total
 
     @torch.no_grad()
     def compute_grouping(self, xyz: torch.Tensor, start: torch.Tensor | None = None, impl: str = "eager") -> list[dict]:
@@ -173,7 +206,7 @@ class PointNet2(ClassifierBase):
     def _grouping_native(self, xyz: torch.Tensor, start: torch.Tensor | None) -> list[dict]:
         """:meth:`compute_grouping` by the compiled kernels: FPS in :mod:`core.native`;
         the ball query from ``-2 a.b`` and the squared norms computed by torch as
-        :func:`~core.models.layers.square_distance` computes them (one product per level, shared
+        :func:`~core.models.ops.square_distance` computes them (one product per level, shared
         by its radii), then the in-ball scan compiled."""
         groups, cur = [], xyz.detach().contiguous()
         start_np = None if start is None else start.cpu().numpy()
@@ -195,22 +228,6 @@ class PointNet2(ClassifierBase):
 
     def inference_module(self, num_points: int = 1024) -> "PointNet2Inference":
         return PointNet2Inference(self, num_points)
-
-    def forward_features(self, points: torch.Tensor, grouping=None) -> torch.Tensor:
-        if grouping is None:
-            grouping = self.compute_grouping(points)
-        xyz, feats = points, None
-        for level, group in zip(self.levels, grouping):
-            xyz, feats = level(xyz, feats, group)
-        return feats.squeeze(1)
-
-
-def _act(x: torch.Tensor, act: str) -> torch.Tensor:
-    if act == "relu":
-        return torch.relu(x)
-    if act == "leaky":
-        return torch.nn.functional.leaky_relu(x, 0.2)
-    return x
 
 
 class PointNet2Inference(InferenceModule):
@@ -285,12 +302,12 @@ class PointNet2Inference(InferenceModule):
         for j, (name, act) in enumerate(layers_):
             if j == 0 and first_done:
                 if len(layers_) > 1:
-                    h = _act(h, act)
+                    h = activation(h, act)
                 continue
             h = torch.addmm(getattr(self, name + "_b"), h, getattr(self, name + "_w"))
             if j < len(layers_) - 1:
-                h = _act(h, act)
-        return _act(h.reshape(-1, k, h.shape[-1]).amax(1), layers_[-1][1])
+                h = activation(h, act)
+        return activation(h.reshape(-1, k, h.shape[-1]).amax(1), layers_[-1][1])
 
     def forward(self, points: torch.Tensor, *index: torch.Tensor) -> torch.Tensor:
         xyz, feats = points.reshape(-1, 3), None
@@ -317,7 +334,7 @@ class PointNet2Inference(InferenceModule):
             feats = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
             xyz = centres
         for name, act in self._head:
-            feats = _act(torch.addmm(getattr(self, name + "_b"), feats, getattr(self, name + "_w")), act)
+            feats = activation(torch.addmm(getattr(self, name + "_b"), feats, getattr(self, name + "_w")), act)
         return torch.addmm(self.fc_b, feats, self.fc_w)
 
 
@@ -331,4 +348,4 @@ def pointnet2_msg(num_classes: int = 40, width: float = 1.0, aug_factors=(1.0,),
     return PointNet2(MSG_LAYOUT, num_classes, width, aug_factors, **kw)
 
 
-__all__ = ["PointNet2", "PointNet2Inference", "pointnet2_ssg", "pointnet2_msg", "LinearBNAct"]
+__all__ = ["PointNet2", "PointNet2Inference", "pointnet2_ssg", "pointnet2_msg"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .base import ClassifierBase, ModelConfig
+from .fused import FastPaths
 
 _ENTRYPOINTS: dict[str, Callable[..., ClassifierBase]] = {}
 
@@ -29,6 +30,7 @@ def create_model(
     num_classes: int = 40,
     width: float = 1.0,
     aug_factors=(1.0,),
+    fast_paths: FastPaths | None = None,
     **kwargs,
 ) -> ClassifierBase:
     """Build a registered model.
@@ -39,6 +41,9 @@ def create_model(
         width: multiplier of every hidden width (1/8 for T3DNet's tiny model).
         aug_factors: width factors for network augmentation; ``(1.0,)`` gives a plain model, more
             factors give a supernet allocated at the largest one around the tiny model.
+        fast_paths: the exact rewrites the model runs (default: all of them, at their tuned
+            settings); never changes what it computes.
+        **kwargs: the architecture's own options (DGCNN's ``k``, ``dropout``, ...).
     """
     if name not in _ENTRYPOINTS:
         raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(list_models())}")
@@ -46,11 +51,12 @@ def create_model(
         raise ValueError(f"width must be positive, got {width}")
     factors = tuple(sorted({float(f) for f in aug_factors} | {1.0}))
     model = _ENTRYPOINTS[name](num_classes=num_classes, width=width, aug_factors=factors, **kwargs)
-    model.model_config = ModelConfig(name, num_classes, float(width), factors, dict(kwargs))
+    model.model_config = ModelConfig(name, num_classes, float(width), factors, dict(kwargs),
+                                     fast_paths if fast_paths is not None else FastPaths())
     return model
 
 
 def model_from_config(cfg: ModelConfig | dict) -> ClassifierBase:
     if isinstance(cfg, dict):
         cfg = ModelConfig.from_dict(cfg)
-    return create_model(cfg.name, cfg.num_classes, cfg.width, cfg.aug_factors, **dict(cfg.kwargs))
+    return create_model(cfg.name, cfg.num_classes, cfg.width, cfg.aug_factors, cfg.fast_paths, **dict(cfg.kwargs))
