@@ -15,7 +15,11 @@ as the model's :meth:`~core.models.ClassifierBase.inference_module` in one of tw
   file that does not match its record, or that ONNX Runtime cannot load, is exported again.
 
 ``auto`` measures both on this CPU (batch 1, after a warm-up call, median of interleaved calls)
-and keeps the faster; :attr:`Engine.measured_ms` says what was measured. Every engine has run one
+and keeps the faster; :attr:`Engine.measured_ms` says what was measured. The choice is remembered in
+the same cache folder, keyed by the model's fingerprint, the export code, the library versions, the
+CPU and the thread count, so later loads of the same model on the same machine take the same
+runtime without measuring again (and without building the other one); ``remeasure=True`` measures
+anew. Every engine has run one
 warm-up call when it is returned, so the first timed call a caller makes is not a cold one.
 
 Thread: any (the GUI builds and runs engines in its model worker).
@@ -117,7 +121,7 @@ def check_runtime(runtime: str) -> str:
 
 
 def create_engine(model: ClassifierBase, runtime: str = "auto", source: str | os.PathLike | None = None,
-                  threads: int | None = None, num_points: int = 1024) -> Engine:
+                  threads: int | None = None, num_points: int = 1024, remeasure: bool = False) -> Engine:
     """An engine for ``model`` on ``runtime`` (``auto``, ``torch`` or ``onnx``), warmed up.
 
     Args:
@@ -127,6 +131,8 @@ def create_engine(model: ClassifierBase, runtime: str = "auto", source: str | os
         threads: ONNX Runtime's intra-op threads (default: torch's, which eager PyTorch and the
             grouping kernels use: ``torch.set_num_threads`` sets all of them).
         num_points: points per prepared cloud.
+        remeasure: ``auto`` measures both runtimes even when a choice for this model and machine
+            is remembered (and remembers the new one).
 
     Raises:
         RuntimeUnavailableError: ``onnx`` asked for by name and it cannot be used.
@@ -143,6 +149,20 @@ def create_engine(model: ClassifierBase, runtime: str = "auto", source: str | os
     probe = probe_clouds(1, num_points)
     engines: dict[str, Engine] = {}
     note = ""
+    choice_path = None
+    if runtime == "auto":
+        choice_path = cache_folder() / f"auto-{_key_name(_choice_key(model, source, threads, num_points))}.json"
+        remembered = None if remeasure else _read_choice(choice_path)
+        if remembered is not None:
+            try:
+                engine = _single_engine(model, module, remembered["runtime"], source, threads, num_points)
+            except Exception:  # the remembered runtime no longer builds: measure again
+                pass
+            else:
+                engine.logits(probe)  # warm-up
+                engine.measured_ms = dict(remembered["measured_ms"])
+                engine.note = "remembered choice"
+                return engine
     if runtime in ("auto", "torch"):
         engines["torch"] = Engine(model, module, "torch", threads, num_points)
     if runtime in ("auto", "onnx"):
@@ -162,8 +182,43 @@ def create_engine(model: ClassifierBase, runtime: str = "auto", source: str | os
         engine = engines[min(measured, key=measured.get)]
         engine.measured_ms = {k: v * 1e3 for k, v in measured.items()}
         engine.exported = any(e.exported for e in engines.values())
+        if choice_path is not None:
+            _write_atomic(choice_path, (json.dumps({"runtime": engine.runtime, "measured_ms": engine.measured_ms},
+                                                   indent=1) + "\n").encode())
     engine.note = note
     return engine
+
+
+def _single_engine(model, module, runtime: str, source, threads: int, num_points: int) -> Engine:
+    if runtime == "onnx":
+        return _onnx_engine(model, module, source, threads, num_points)
+    if runtime == "torch":
+        return Engine(model, module, "torch", threads, num_points)
+    raise ValueError(f"unknown runtime {runtime!r}")
+
+
+def _choice_key(model, source, threads: int, num_points: int) -> dict:
+    """What ``auto``'s measurement depends on: the model, the code, the libraries, the CPU, the threads."""
+    import platform
+
+    import onnxruntime
+
+    from core.engine.machine import cpu_capability, cpu_name
+
+    return {"fingerprint": model_fingerprint(model, source), "export_code": export_code_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "cpu": cpu_name(),
+            "cpu_capability": cpu_capability(), "cores": os.cpu_count(), "machine": platform.machine(),
+            "threads": int(threads), "num_points": int(num_points)}
+
+
+def _read_choice(path: Path) -> dict | None:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get("runtime") not in RUNTIMES or not isinstance(rec.get("measured_ms"), dict):
+        return None
+    return rec
 
 
 def probe_clouds(batch: int, num_points: int = 1024, seed: int = 0) -> np.ndarray:
@@ -286,12 +341,7 @@ def _write_cached(path: Path, record: Path, key: dict, data: bytes, source) -> N
     for target, payload in ((path, data),
                             (record, (json.dumps({"key": key, "sha256": hashlib.sha256(data).hexdigest(),
                                                   "source": src}, indent=1) + "\n").encode())):
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            tmp.write_bytes(payload)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _write_atomic(target, payload)
     if src is None:
         return
     for other in path.parent.glob("*.json"):
@@ -304,6 +354,16 @@ def _write_cached(path: Path, record: Path, key: dict, data: bytes, source) -> N
         if stale:
             other.with_suffix(".onnx").unlink(missing_ok=True)
             other.unlink(missing_ok=True)
+
+
+def _write_atomic(target: Path, payload: bytes) -> None:
+    """Write ``payload`` to a unique temporary file beside ``target``, then rename it into place."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(payload)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _export(model, module, num_points: int) -> bytes:

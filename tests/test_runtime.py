@@ -94,11 +94,41 @@ def test_other_architectures_every_runtime_matches_eager(name, test_shapes):
 
 def test_auto_measures_both_and_keeps_the_faster(test_shapes):
     model = load_model(BUNDLED / "student.pt")[0]
-    engine = create_engine(model, "auto")
+    engine = create_engine(model, "auto", remeasure=True)
     assert set(engine.measured_ms) == set(RUNTIMES)
     assert engine.runtime == min(engine.measured_ms, key=engine.measured_ms.get)
     np.testing.assert_allclose(engine.logits(test_shapes[0][:4]), _eager(model.eval(), test_shapes[0][:4]),
                                atol=LOGIT_TOL)
+
+
+def test_auto_remembers_its_choice_per_model_and_machine(tmp_path, monkeypatch, test_shapes):
+    import core.runtime as rt
+
+    monkeypatch.setenv("T3DNET_CACHE", str(tmp_path))
+    model = load_model(BUNDLED / "student.pt")[0]
+    first = create_engine(model, "auto")
+    assert first.note != "remembered choice" and set(first.measured_ms) == set(RUNTIMES)
+    records = list((tmp_path / "runtime").glob("auto-*.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["runtime"] == first.runtime
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("a remembered choice is not measured again")
+
+    monkeypatch.setattr(rt, "_measure", no_measuring)
+    again = create_engine(model, "auto")
+    assert again.runtime == first.runtime and again.note == "remembered choice"
+    assert again.measured_ms == pytest.approx(first.measured_ms)
+    np.testing.assert_allclose(again.logits(test_shapes[0][:4]), first.logits(test_shapes[0][:4]), atol=LOGIT_TOL)
+    # another model (other weights) is measured on its own; so is any model with remeasure
+    other = create_model("pointnet2_ssg", width=0.125).eval()
+    with pytest.raises(AssertionError, match="not measured again"):
+        create_engine(other, "auto")
+    with pytest.raises(AssertionError, match="not measured again"):
+        create_engine(model, "auto", remeasure=True)
+    # a damaged record is ignored (measured again)
+    records[0].write_text("{not json")
+    with pytest.raises(AssertionError, match="not measured again"):
+        create_engine(model, "auto")
 
 
 @pytest.mark.parametrize("name", ["pointnet2_ssg", "pointnet2_msg"])

@@ -20,5 +20,5 @@ def add_runtime_option(p: argparse.ArgumentParser) -> None:
     """``--runtime auto|torch|onnx``: where the models run (core.runtime)."""
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto",
                    help="where the models run: torch (eager PyTorch), onnx (ONNX Runtime; the graph is exported "
-                        "on first use and cached), or auto (the faster of the two, measured on this CPU when "
-                        "the model loads; default). Sampling and grouping run outside the graph either way")
+                        "on first use and cached), or auto (the faster of the two, measured on this CPU the first "
+                        "time the model loads, then remembered; default). Sampling and grouping run outside the graph either way")
