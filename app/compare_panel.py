@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QBoxLayout, QCheckBox, QComboBox, QFileDialog, QF
                                QLabel, QLayout, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSlider,
                                QSpinBox, QTabWidget, QVBoxLayout, QWidget)
 
+from app.paths import display_path
 from app.scene_widgets import (AGREE, CROP_COLOR, DISAGREE, NOT_RECOGNISED, CropBoxControls, FlowLayout,
                                ObjectsTable, verdict_color, verdict_sentence, vocabulary_words)
 from app.shapes import Perturbation, Shape, analysis_input, points_in_box, prepare_model_points, to_display_frame
@@ -126,7 +127,7 @@ class ModelColumn(QGroupBox):
     def show_model(self, info: dict) -> None:
         self.setTitle(f"{self.role.capitalize()} · {Path(info['checkpoint']).name}")
         self.model_label.setText(f"<b>{info['model']}</b>")
-        self.model_label.setToolTip(info["checkpoint"])
+        self.model_label.setToolTip(display_path(info["checkpoint"]))
         self.cost.setText(self._cost(info))
 
     @staticmethod
@@ -592,7 +593,7 @@ class ComparisonPanel(QWidget):
         """Load the given checkpoints, else the bundled ones; missing files give a message, not a crash."""
         t = Path(teacher) if teacher else DEFAULT_TEACHER
         s = Path(student) if student else DEFAULT_STUDENT
-        missing = [str(p) for p in (t, s) if not p.exists()]
+        missing = [display_path(p) for p in (t, s) if not p.exists()]
         if missing:
             self._set_status(
                 f"<span style='color:#d73a49'><b>No models yet:</b> {', '.join(missing)} not found"
@@ -617,7 +618,7 @@ class ComparisonPanel(QWidget):
             return LoadedModel.load(p)
 
         self._loading += 1
-        self._set_status(f"Loading {role}: {path} …")
+        self._set_status(f"Loading {role}: {display_path(path)} …")
         start_worker(load, path, on_return=lambda m, r=role: self._model_loaded(r, m),
                      on_error=lambda e, r=role: self._model_failed(r, e),
                      on_finish=self._loading_done, pool=self.pool)

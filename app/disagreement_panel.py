@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
                                QProgressBar, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
+from app.paths import display_path, expand_path
 from app.runs_panel import NumItem
 from app.workers import error_text, start_worker
 
@@ -89,8 +90,9 @@ class DisagreementPanel(QWidget):
         self._cancel = False
         self.worker = None
         top = QHBoxLayout()
-        self.data = QLineEdit(settings.data_dir)
-        self.data.setToolTip("Dataset folder whose test split is scanned")
+        self.data = QLineEdit(display_path(settings.data_dir))
+        self.data.setToolTip("Dataset folder whose test split is scanned (~: your home folder; a relative path is "
+                             "the app's folder's)")
         browse = QPushButton("…")
         browse.clicked.connect(self._browse)
         self.limit = QSpinBox(minimum=0, maximum=100000, value=200, singleStep=50)
@@ -165,9 +167,9 @@ class DisagreementPanel(QWidget):
         self.stop_button.setEnabled(False)
 
     def _browse(self) -> None:
-        p = QFileDialog.getExistingDirectory(self, "Dataset folder", self.data.text())
+        p = QFileDialog.getExistingDirectory(self, "Dataset folder", expand_path(self.data.text()))
         if p:
-            self.data.setText(p)
+            self.data.setText(display_path(p))
 
     def cancel(self) -> None:
         self._cancel = True
@@ -181,7 +183,7 @@ class DisagreementPanel(QWidget):
         self.scan_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.summary.setText("Scanning…")
-        self.worker = start_worker(scan_split, comp, self.data.text().strip(), self.limit.value(),
+        self.worker = start_worker(scan_split, comp, expand_path(self.data.text()), self.limit.value(),
                                    lambda: self._cancel, on_progress=self._progress, on_return=self._done,
                                    on_error=self._failed, on_finish=self._finished, pool=self.compare.pool,
                                    views="partial" if self.views.currentIndex() == 1 else "clean",

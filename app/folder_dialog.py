@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLay
                                QMessageBox, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem,
                                QVBoxLayout)
 
+from app.paths import display_path
 from app.workers import FunctionWorker, error_text, start_worker
 
 __all__ = ["FolderPredictionDialog"]
@@ -68,7 +69,7 @@ class FolderPredictionDialog(QDialog):
         self.setWindowTitle(f"Predict folder — {Path(self.folder).name or self.folder}")
         self.resize(920, 560)
 
-        self.summary = QLabel(f"Looking for 3D files in {self.folder} …")
+        self.summary = QLabel(f"Looking for 3D files in {display_path(self.folder)} …")
         self.summary.setWordWrap(True)
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)
@@ -147,7 +148,7 @@ class FolderPredictionDialog(QDialog):
     def _files_found(self, files: int, skipped: int) -> None:
         self.skipped = skipped
         self.progress.setRange(0, max(files, 1))
-        self.summary.setText(f"Predicting {files:,} files of {self.folder}"
+        self.summary.setText(f"Predicting {files:,} files of {display_path(self.folder)}"
                              + (f" ({skipped:,} skipped: no reader takes their extension)" if skipped else "")
                              + " …")
 
@@ -171,7 +172,7 @@ class FolderPredictionDialog(QDialog):
         self.table.insertRow(row)
         r = csv_row(a)
         probs = {k: (float(r[k]) if r.get(k) else None) for k in ("teacher_prob", "student_prob")}
-        shown = os.path.relpath(a["path"], self.folder) if a["path"].startswith(self.folder) else a["path"]
+        shown = os.path.relpath(a["path"], self.folder) if a["path"].startswith(self.folder) else display_path(a["path"])
         cells = [
             (shown, a["path"]),
             (r.get("teacher_class", ""), r.get("teacher_class", "")),
@@ -186,7 +187,7 @@ class FolderPredictionDialog(QDialog):
             item.setData(Qt.ItemDataRole.UserRole, key)
             if col == 0:
                 item.setData(self.FILE_ROLE, a["path"])
-                item.setToolTip(a["path"])
+                item.setToolTip(display_path(a["path"]))
             elif col == len(cells) - 1 and text:
                 item.setToolTip(text)
             self.table.setItem(row, col, item)
@@ -205,7 +206,7 @@ class FolderPredictionDialog(QDialog):
         if not self.summary.text().startswith("Stopped:"):
             how = "stopped after" if self._cancel.is_set() else "done:"
             self.summary.setText(
-                f"{self.folder}: {how} {n:,} files, {n - bad:,} predicted, {bad:,} could not be read"
+                f"{display_path(self.folder)}: {how} {n:,} files, {n - bad:,} predicted, {bad:,} could not be read"
                 + (f", {self.skipped:,} skipped (no reader takes their extension)" if self.skipped else "")
                 + f" — {time.perf_counter() - self._started:.1f} s. Double-click a row to open the file.")
         self.run_finished.emit(n - bad, bad)

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, 
 
 from app.compare_panel import ComparisonPanel
 from app.format_dialog import ChannelsDialog
+from app.paths import display_path
 from app.settings import Settings
 from app.shapes import dialog_filters, list_samples, load_shape, thumbnail_pixels
 from app.viewer_widget import COLOR_MODES, PointCloudViewer
@@ -239,7 +240,7 @@ class MainWindow(QMainWindow):
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
         for p in self.settings.recent_files:
-            self.recent_menu.addAction(p, lambda p=p: self.open_path(p))
+            self.recent_menu.addAction(display_path(p), lambda p=p: self.open_path(p))
         if not self.settings.recent_files:
             self.recent_menu.addAction("(none)").setEnabled(False)
         else:
@@ -312,7 +313,7 @@ class MainWindow(QMainWindow):
         self._loading_path = path
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
-        self.statusBar().showMessage(f"Loading {path} …")
+        self.statusBar().showMessage(f"Loading {display_path(path)} …")
         start_worker(load_shape, path, channels=channels, on_return=lambda s: self._loaded(seq, s),
                      on_error=lambda e: self._load_error(seq, path, e),
                      on_progress=self._load_progress)
@@ -330,7 +331,7 @@ class MainWindow(QMainWindow):
         if not shape.path.startswith(str(ROOT / "assets" / "samples")):
             self.settings.add_recent(shape.path)
             self._fill_recent()
-        self.statusBar().showMessage(f"Loaded {shape.path}", 5000)
+        self.statusBar().showMessage(f"Loaded {display_path(shape.path)}", 5000)
         self.shape_loaded.emit(shape)
 
     def _load_error(self, seq: int, path: str, exc) -> None:
@@ -467,7 +468,7 @@ class MainWindow(QMainWindow):
             if not Path(path).suffix:
                 path += FILTERS.get(choice, ".html")
         job = ReportExport(self, comp.teacher.checkpoint, comp.student.checkpoint, data_dir, path, **options)
-        job.written.connect(lambda p: self.statusBar().showMessage(f"Report written: {p}", 15000))
+        job.written.connect(lambda p: self.statusBar().showMessage(f"Report written: {display_path(p)}", 15000))
         job.failed.connect(lambda m: (self.statusBar().showMessage(f"Report failed: {m}", 15000),
                                       None if getattr(self, "quiet_errors", False) else
                                       QMessageBox.warning(self, "Could not build the report", m)))
@@ -482,7 +483,7 @@ class MainWindow(QMainWindow):
                 return None
         pix = self.viewer.grab() if view_only else self.grab()
         pix.save(path, "PNG")
-        self.statusBar().showMessage(f"Saved {path}", 5000)
+        self.statusBar().showMessage(f"Saved {display_path(path)}", 5000)
         return path
 
     # File-dialog filter -> (core.export format, quantization, suffix)
@@ -507,7 +508,7 @@ class MainWindow(QMainWindow):
         fmt, quantize, suffix = self.EXPORT_FORMATS.get(choice or "", self.EXPORT_FORMATS["ONNX (*.onnx)"])
         if not Path(path).suffix:
             path += suffix
-        self.statusBar().showMessage(f"Exporting the {role} to {path} …")
+        self.statusBar().showMessage(f"Exporting the {role} to {display_path(path)} …")
 
         def run(ckpt=loaded.checkpoint, out=path):
             from core.export import export
@@ -516,7 +517,8 @@ class MainWindow(QMainWindow):
 
         def done(meta, out=path):
             size = Path(out).stat().st_size / 1024
-            self.statusBar().showMessage(f"Exported the {role} to {out} ({size:.0f} KiB, {meta.get('runtime', fmt)})", 10000)
+            self.statusBar().showMessage(f"Exported the {role} to {display_path(out)} ({size:.0f} KiB, "
+                                         f"{meta.get('runtime', fmt)})", 10000)
             self.model_exported.emit(out)
 
         def failed(exc):
@@ -551,7 +553,7 @@ class MainWindow(QMainWindow):
             return result.summary()
 
         def done(summary, dst=out):
-            self.statusBar().showMessage(f"Imported {summary}; saved as {dst}", 15000)
+            self.statusBar().showMessage(f"Imported {summary}; saved as {display_path(dst)}", 15000)
             self.teacher_imported.emit(dst)
             self.compare.load_checkpoint("teacher", dst)
 

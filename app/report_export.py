@@ -9,6 +9,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QPageSize, QPdfWriter, QTextDocument
 from PySide6.QtWidgets import QProgressDialog, QWidget
 
+from app.paths import display_path
 from app.workers import error_text, start_worker
 
 FILTERS = {"HTML report (*.html)": ".html", "PDF (*.pdf)": ".pdf"}
@@ -89,7 +90,7 @@ class ReportExport(QObject):
                 html_to_pdf(result["html"], self.path)
             self.written.emit(self.path)
         except Exception as exc:  # a PDF that cannot be written is reported, not raised
-            self.failed.emit(f"{self.path}: {error_text(exc)}")
+            self.failed.emit(f"{display_path(self.path)}: {error_text(exc)}")
         finally:
             self.dialog.close()
 

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
                                QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.compare_panel import human
+from app.paths import display_path, expand_path
 from core.engine.checkpoint import run_checkpoint
 from core.engine.events import EpochEvent, StartEvent, parse_event
 from core.pareto import pareto_front
@@ -44,6 +45,28 @@ def find_runs(roots: list[Path], depth: int = 2) -> list[Path]:
     return found
 
 
+def stage_history(d: Path, stages) -> tuple[list[dict], int] | None:
+    """A pipeline run's (``compress``) per-epoch history over all its stages, on one epoch axis as the
+    Training tab draws it, and its epochs in all; None when a stage's report is missing.
+
+    Its report.json holds only the last stage's history; each stage's report is in its subfolder
+    (found by name, so a run folder that was moved or copied still reads).
+    """
+    if not isinstance(stages, list) or len(stages) < 2:
+        return None
+    history: list[dict] = []
+    offset = 0
+    for stage in stages:
+        try:
+            r = json.loads((d / Path(str(stage)).name / "report.json").read_text())
+        except (OSError, ValueError):
+            return None
+        h = r.get("history") or []
+        history += [dict(e, epoch=e.get("epoch", j) + offset) for j, e in enumerate(h)]
+        offset += int(r.get("epochs") or len(h))
+    return history, offset
+
+
 def read_run(d: Path) -> dict:
     """Summary and per-epoch history of a run; unfinished runs are read from events.jsonl."""
     info = {"path": str(d), "run": d.name, "history": []}
@@ -56,6 +79,9 @@ def read_run(d: Path) -> dict:
                         macs=r.get("macs"), latency=r.get("latency_ms_cpu_b1"), epochs=r.get("epochs"),
                         model=(f"{m.get('name')} x{m.get('width', 1):g}" if isinstance(m, dict) else str(m or "")),
                         history=r.get("history") or [], finished=True)
+            staged = stage_history(d, r.get("stages"))
+            if staged:
+                info["history"], info["epochs"] = staged
             ck = run_checkpoint(d) or (Path(r["checkpoint"]) if isinstance(r.get("checkpoint"), str) else None)
             if ck is not None and Path(ck).is_file():
                 info["size"] = Path(ck).stat().st_size  # the file size axis of the trade-off plot
@@ -96,8 +122,9 @@ class RunsPanel(QWidget):
         self.settings = settings
         self.runs: list[dict] = []
         top = QHBoxLayout()
-        self.folder = QLineEdit(settings.runs_dir)
-        self.folder.setToolTip("Folder searched (two levels deep) for run directories")
+        self.folder = QLineEdit(display_path(settings.runs_dir))
+        self.folder.setToolTip("Folder searched (two levels deep) for run directories (~: your home folder; a "
+                               "relative path is the app's folder's)")
         browse = QPushButton("…")
         browse.clicked.connect(self._browse)
         refresh = QPushButton("Refresh")
@@ -121,7 +148,7 @@ class RunsPanel(QWidget):
         self.table.itemSelectionChanged.connect(self._plot_selected)
         self.table.doubleClicked.connect(lambda _: self._load_selected())
         self.plot = pg.PlotWidget(title="selected runs")
-        self.plot.addLegend()
+        self.plot.addLegend(offset=(-10, -10))  # bottom right: below the accuracy curves, which rise
         self.plot.showGrid(x=True, y=True, alpha=0.3)
         self.plot.setLabel("bottom", "epoch")
         self.plot.getAxis("left").enableAutoSIPrefix(False)
@@ -210,16 +237,22 @@ class RunsPanel(QWidget):
     def set_dark(self, dark: bool) -> None:
         self.plot.setBackground("#1f2126" if dark else "w")
         self.tradeoff.setBackground("#1f2126" if dark else "w")
+        for plot in (self.plot, self.tradeoff):  # a legend over the points stays readable
+            plot.plotItem.legend.setBrush(pg.mkBrush(31, 33, 38, 210) if dark else pg.mkBrush(255, 255, 255, 210))
 
     def _browse(self) -> None:
-        p = QFileDialog.getExistingDirectory(self, "Runs folder", self.folder.text())
+        p = QFileDialog.getExistingDirectory(self, "Runs folder", self.runs_dir())
         if p:
-            self.folder.setText(p)
+            self.folder.setText(display_path(p))
             self.settings.runs_dir = p
             self.refresh()
 
+    def runs_dir(self) -> str:
+        """The folder searched for runs, absolute (the field shows it shortened)."""
+        return expand_path(self.folder.text())
+
     def refresh(self) -> None:
-        roots = [Path(self.folder.text())]
+        roots = [Path(self.runs_dir())]
         self.runs = [read_run(d) for d in find_runs(roots)]
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.runs))
@@ -232,7 +265,7 @@ class RunsPanel(QWidget):
                      NumItem(run.get("macs"), human(run["macs"]) if run.get("macs") else "—"),
                      NumItem(run.get("latency"), f"{run['latency']:.1f}" if run.get("latency") else "—"),
                      NumItem(run.get("epochs"), str(run.get("epochs") or len(run["history"]))),
-                     QTableWidgetItem(run["path"])]
+                     QTableWidgetItem(display_path(run["path"]))]
             cells[0].setData(Qt.ItemDataRole.UserRole, r)
             for c, item in enumerate(cells):
                 self.table.setItem(r, c, item)
@@ -249,12 +282,13 @@ class RunsPanel(QWidget):
         if self.plot.plotItem.legend is not None:
             self.plot.plotItem.legend.clear()
         key = self.curve_metric.currentText()
-        for i, run in enumerate(self.selected_runs()):
+        runs = self.selected_runs()
+        for i, run in enumerate(runs):
             pts = [(h.get("epoch", j) + 1, h[key]) for j, h in enumerate(run["history"])
                    if isinstance(h.get(key), (int, float))]
             if pts:
                 x, y = np.array(pts, float).T
-                c = pg.intColor(i, hues=8)
+                c = pg.intColor(i, hues=max(3, len(runs)))  # hues spread over the runs drawn: each tells apart
                 self.plot.plot(x, y, name=run["run"], pen=pg.mkPen(c, width=2), symbol="o", symbolSize=5,
                                symbolBrush=c)
         self.plot.setLabel("left", key)

@@ -9,6 +9,8 @@ take the GUI down.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import sys
 import time
@@ -21,6 +23,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
                                QSizePolicy, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
+from app.paths import display_path, display_paths_in, expand_path
 from core.cli.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from core.engine.config import ConfigError, JobConfig, load_config
 from core.engine.events import (CancelledEvent, EndEvent, EpochEvent, ErrorEvent, Event, ProgressEvent, StageEvent,
@@ -28,6 +31,17 @@ from core.engine.events import (CancelledEvent, EndEvent, EpochEvent, ErrorEvent
 from core.engine.jobs import METHODS, Method, by_command
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+PROGRESS_BAR = re.compile(r"\d+%\|")  # a progress bar's line: "caching x:  42%|████      | 4130/9843 [...]"
+
+
+def is_progress_redraw(line: str) -> bool:
+    """Whether a line of the job's log is a progress bar being redrawn: the steps' bars (the progress bar
+    and the plots show them), and any other bar until it is complete (its last line is kept)."""
+    if "it/s" in line or "step/s" in line or "s/step" in line:
+        return True
+    return bool(PROGRESS_BAR.search(line)) and "100%|" not in line
 
 
 def plot_group(name: str) -> str:
@@ -152,7 +166,7 @@ class JobProcess(QObject):
             text = line.decode("utf-8", "replace").rstrip()
             if text:
                 self.stderr_tail = (self.stderr_tail + [text])[-20:]
-                if "it/s" not in text and "step/s" not in text and "s/step" not in text:  # skip progress-bar redraws
+                if not is_progress_redraw(text):
                     self.log.emit(text)
 
     def _error(self, err) -> None:
@@ -170,7 +184,7 @@ class JobProcess(QObject):
             outcome = "Finished" + (f": OA {ended.oa * 100:.1f}%" if isinstance(ended, EndEvent) and
                                     isinstance(ended.oa, (int, float)) else "")
         elif code == EXIT_INTERRUPTED or (self.cancel_requested and status == QProcess.ExitStatus.NormalExit):
-            outcome = f"Cancelled; a resumable checkpoint is in {self.run_dir} (use Resume)"
+            outcome = f"Cancelled; a resumable checkpoint is in {display_path(self.run_dir)} (use Resume)"
         elif code == EXIT_USER_ERROR:
             outcome = "The job refused its input: " + (self.last_error or (self.stderr_tail[-1] if self.stderr_tail else "?"))
         elif status == QProcess.ExitStatus.CrashExit:
@@ -178,7 +192,7 @@ class JobProcess(QObject):
         else:
             outcome = f"The job failed (exit code {code})" + (
                 f": {self.last_error}" if self.last_error else (f": {self.stderr_tail[-1]}" if self.stderr_tail else ""))
-        self.done.emit(code, outcome)
+        self.done.emit(code, display_paths_in(outcome))
 
 
 class TrainingPanel(QWidget):
@@ -241,8 +255,8 @@ class TrainingPanel(QWidget):
         self.tensorboard.setToolTip("Also write the curves into <run dir>/tensorboard, to open with "
                                     "tensorboard --logdir <run dir>")
         self.out = QLineEdit()
-        self.out.setPlaceholderText("automatic: runs/<job>_<date-time>")
-        self.out.setToolTip("Run directory (created; a cancelled job can be resumed from it)")
+        self.out.setToolTip("Run directory (created; a cancelled job can be resumed from it). ~ is your home "
+                            "folder; a relative path is the app's folder's")
         form.addRow("Job", self.job_kind)
         form.addRow("Model", self.model)
         form.addRow("Width", self.width_spin)
@@ -337,17 +351,17 @@ class TrainingPanel(QWidget):
         h = QHBoxLayout(w)
         h.setContentsMargins(0, 0, 0, 0)
         w.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
-        e = QLineEdit(value)
-        e.setToolTip(tip)
+        e = QLineEdit(display_path(value))
+        e.setToolTip(f"{tip} (~: your home folder; a relative path is the app's folder's)")
         b = QToolButton(text="…")
 
         def browse():
             if folder:
-                p = QFileDialog.getExistingDirectory(self, tip, e.text())
+                p = QFileDialog.getExistingDirectory(self, tip, expand_path(e.text()))
             else:
-                p, _ = QFileDialog.getOpenFileName(self, tip, e.text(), "Checkpoints (*.pt);;All files (*)")
+                p, _ = QFileDialog.getOpenFileName(self, tip, expand_path(e.text()), "Checkpoints (*.pt);;All files (*)")
             if p:
-                e.setText(p)
+                e.setText(display_path(p))
 
         b.clicked.connect(browse)
         h.addWidget(e, 1)
@@ -373,10 +387,13 @@ class TrainingPanel(QWidget):
 
     def showEvent(self, event) -> None:
         self._fill_models()
+        self.out.setPlaceholderText(f"automatic: {display_path(self.settings.runs_dir)}{os.sep}<job>_<date-time>")
         super().showEvent(event)
 
     def set_dark(self, dark: bool) -> None:
         self.graphs.setBackground("#1f2126" if dark else "w")
+        for p in self.plots.values():  # a legend over the curves stays readable
+            p.legend.setBrush(pg.mkBrush(31, 33, 38, 210) if dark else pg.mkBrush(255, 255, 255, 210))
 
     def form_job(self) -> tuple[JobConfig, str]:
         """The job the form describes, validated, and its run directory.
@@ -386,24 +403,26 @@ class TrainingPanel(QWidget):
         """
         self._fill_models()
         m = self._method()
-        # Relative paths are the job's, which runs in the checkout (ROOT).
-        out = str(ROOT / (self.out.text().strip() or
-                          Path(self.settings.runs_dir) / f"{m.command}_{time.strftime('%Y%m%d-%H%M%S')}"))
+        # The fields show paths shortened (~, relative to the checkout, where the job runs): the job gets them absolute.
+        out = expand_path(self.out.text().strip() or str(Path(self.settings.runs_dir) /
+                                                         f"{m.command}_{time.strftime('%Y%m%d-%H%M%S')}"))
         distill = {}
         if m.needs_teacher:
-            distill["teacher"] = self.teacher[1].text().strip()
+            distill["teacher"] = expand_path(self.teacher[1].text())
         if m.uses_temperature and self.temperature.value() > 0:
             distill["temperature"] = self.temperature.value()
-        overrides = {"job": m.name, "model": self.model.currentText(), "data": self.data[1].text().strip(),
+        overrides = {"job": m.name, "model": self.model.currentText(), "data": expand_path(self.data[1].text()),
                      "distill": distill, "tensorboard": self.tensorboard.isChecked()}
         numbers = {"width": self.width_spin, "epochs": self.epochs, "batch_size": self.batch, "lr": self.lr,
                    "limit_train": self.limit_train, "limit_test": self.limit_test}
         overrides |= {k: w.value() for k, w in numbers.items() if w.value() > 0}  # 0: the preset's value
         cfg = load_config(self.preset.currentText(), overrides=overrides, defaults=m.defaults)
-        if not cfg.data or not (ROOT / cfg.data).exists():
-            raise ConfigError(f"data: dataset {cfg.data!r} not found" if cfg.data else "data: choose a dataset folder")
-        if m.needs_teacher and not (ROOT / cfg.distill.teacher).is_file():
-            raise ConfigError(f"distill.teacher: teacher checkpoint {cfg.distill.teacher!r} not found")
+        if not cfg.data or not Path(cfg.data).exists():
+            raise ConfigError(f"data: dataset {display_path(cfg.data)!r} not found" if cfg.data
+                              else "data: choose a dataset folder")
+        if m.needs_teacher and not (cfg.distill.teacher and Path(cfg.distill.teacher).is_file()):
+            raise ConfigError(f"distill.teacher: teacher checkpoint {display_path(cfg.distill.teacher)!r} not found"
+                              if cfg.distill.teacher else "distill.teacher: choose a teacher checkpoint")
         return cfg, out
 
     # --- queue --------------------------------------------------------------------------------
@@ -446,7 +465,7 @@ class TrainingPanel(QWidget):
     def _refresh_queue(self) -> None:
         self.queue_list.clear()
         for what, _, out in self.queue:
-            self.queue_list.addItem(QListWidgetItem(f"{what} → {out}"))
+            self.queue_list.addItem(QListWidgetItem(f"{what} → {display_path(out)}"))
 
     def _start_next(self) -> None:
         if not self.queue:
@@ -466,9 +485,9 @@ class TrainingPanel(QWidget):
         self.progress.setRange(0, 0)
         self.job = JobProcess(args, out, self)
         self.job.event.connect(self._on_event)
-        self.job.log.connect(self.log_view.appendPlainText)
+        self.job.log.connect(lambda text: self.log_view.appendPlainText(display_paths_in(text)))
         self.job.done.connect(self._on_done)
-        self.status.setText(f"Running {what} → {out}")
+        self.status.setText(f"Running {what} → {display_path(out)}")
         self.job.start()
         self.job_started.emit(out)
         self._update_buttons()
@@ -522,6 +541,7 @@ class TrainingPanel(QWidget):
                                           (f": val OA {ev.val_oa * 100:.1f}%" if ev.val_oa is not None else ""))
         elif isinstance(ev, StageEvent):
             self.status.setText(f"Stage {ev.index}/{ev.of}: {ev.stage}")
+            self.log_view.appendPlainText(f"stage {ev.index}/{ev.of}: {ev.stage}")
             self._epoch_offset = float(ev.epoch_offset or 0)
             if self._epoch_offset:  # the boundary between stages, on every plot
                 for p in self.plots.values():
@@ -531,7 +551,7 @@ class TrainingPanel(QWidget):
         elif isinstance(ev, ProgressEvent):
             self.status.setText(f"{ev.what or 'working'}: {ev.done}/{ev.total}")
         elif isinstance(ev, ErrorEvent):
-            self.log_view.appendPlainText(f"ERROR: {ev.message}")
+            self.log_view.appendPlainText(f"ERROR: {display_paths_in(ev.message)}")
         self.event_received.emit(ev)
 
     def _on_done(self, code: int, outcome: str) -> None:

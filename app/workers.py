@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
+from app.paths import display_paths_in
+
 
 class WorkerSignals(QObject):
     started = Signal()
@@ -72,8 +74,9 @@ def start_worker(fn: Callable[..., Any], *args, on_return=None, on_error=None, o
 
 
 def error_text(exc: BaseException) -> str:
-    """A one-line, plain message for a failure (T3DError/CheckpointError messages are already one line)."""
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    """A one-line, plain message for a failure (T3DError/CheckpointError messages are already one line),
+    its paths shown as the app shows paths (``app.paths``)."""
+    msg = display_paths_in(str(exc).strip().splitlines()[0]) if str(exc).strip() else exc.__class__.__name__
     known = ("T3DError", "CheckpointError")
     if any(c.__name__ in known for c in type(exc).__mro__) or isinstance(exc, (FileNotFoundError, ValueError)):
         return msg

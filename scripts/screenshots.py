@@ -8,12 +8,20 @@ saved, as ``compare_<DIR name>.png``. With ``--only scene`` (or any of the names
 screenshots are taken: ``scene`` is ``scene_objects.png``, a room scan (fragment.pcd) with its objects'
 boxes in the view and their list.
 
+The app runs with a temporary home folder (``HOME``) holding the datasets (links to the shared ones) under
+``~/data`` and archived runs of docs/runs under ``~/runs``, so every path it shows reads as a user's
+(``~/...``, or relative to the app's folder) and never names this machine. ``training.png`` is a two-stage
+``compress`` smoke job started from the Training form (well under a minute on a CPU); ``runs.png`` the
+archived runs.
+
 Uses the bundled checkpoints when present, else small untrained stand-ins (predictions then mean nothing).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -25,12 +33,38 @@ OUT = ROOT / "docs" / "screenshots"
 DATA = ROOT.parent / "shared" / "data" / "modelnet40_npy1024"
 SCANS = ROOT.parent / "shared" / "data" / "scans"
 SHOTS = ("compare", "robustness", "scene", "training", "runs", "disagreements", "demo")
+RUNS = ROOT / "docs" / "runs"
+#: Archived runs shown in the Runs tab (folder under docs/runs -> its name under ~/runs): the 20-epoch
+#: comparison of the PointNet++ students and the PointNet family (teacher, scratch, T3DNet student).
+ARCHIVED_RUNS = {**{f"comparison20/{m}/seed0": f"{m}_seed0"
+                    for m in ("scratch", "kd", "fitnet", "dml", "netaug", "e2e", "t3dnet")},
+                 "teacher_pointnet": "pointnet_teacher", "comparison_pointnet20/scratch/seed0": "pointnet_scratch_seed0",
+                 "comparison_pointnet20/t3dnet/seed0": "pointnet_t3dnet_seed0"}
+#: The runs whose curves the Runs screenshot overlays.
+CURVES = ("scratch_seed0", "kd_seed0", "netaug_seed0", "t3dnet_seed0")
 
 
-def scene_objects(win, wait, settle, out: Path) -> Path | None:
+def make_home(home: Path) -> Path:
+    """A home folder as a user's might be: the datasets under ~/data (links), the archived runs under
+    ~/runs (their reports only: the checkpoints are not archived, so the copies name none)."""
+    (home / "data").mkdir(parents=True)
+    for src in (DATA, SCANS):
+        if src.exists():
+            (home / "data" / src.name).symlink_to(src, target_is_directory=True)
+    for src, name in ARCHIVED_RUNS.items():
+        if (RUNS / src / "report.json").is_file():
+            dst = home / "runs" / name
+            shutil.copytree(RUNS / src, dst)
+            report = json.loads((dst / "report.json").read_text())
+            report.pop("checkpoint", None)
+            (dst / "report.json").write_text(json.dumps(report))
+    return home
+
+
+def scene_objects(win, wait, settle, out: Path, scans: Path) -> Path | None:
     """A room scan (the table-top scan when it is absent): its objects found (boxes in the view, the
     list), the largest of them the models' input."""
-    path = next((p for p in (SCANS / "fragment.pcd", SCANS / "table_scene_mug_stereo_textured.pcd") if p.exists()), None)
+    path = next((p for p in (scans / "fragment.pcd", scans / "table_scene_mug_stereo_textured.pcd") if p.exists()), None)
     if path is None:
         return None
     got, found = [], []
@@ -56,6 +90,47 @@ def scene_objects(win, wait, settle, out: Path) -> Path | None:
     return target
 
 
+def training_job(win, wait, settle, data: Path, out: Path) -> bool:
+    """A two-stage compress smoke job filled in and started from the Training form, as a user would:
+    its curves on one epoch axis with the stage boundary marked. Returns whether it finished."""
+    from app.paths import display_path
+
+    t = win.training
+    win.tabs.setCurrentWidget(t)
+    settle(0.5)
+    t.job_kind.setCurrentText("compress")
+    t.data[1].setText(display_path(data))
+    t.preset.setCurrentText("smoke")
+    t.epochs.setValue(3)  # per stage
+    t.limit_train.setValue(48)
+    t.limit_test.setValue(32)
+    t.out.setText(display_path(out))
+    done = []
+    t.job_finished.connect(lambda *a: done.append(a))
+    if not t.submit_from_form():
+        print("training job not started:", t.form_error.text(), file=sys.stderr)
+        return False
+    wait(lambda: bool(done), 300)
+    settle(1.0)
+    return bool(done) and done[0][1] == 0
+
+
+def select_runs(panel, names) -> None:
+    """Select the Runs table's rows of the runs called ``names`` (their curves are drawn), the table tall
+    enough for every row."""
+    from PySide6.QtCore import QItemSelectionModel
+
+    table = panel.table
+    rows = table.verticalHeader().length() + table.horizontalHeader().height() + 2 * table.frameWidth() + 2
+    split = table.parentWidget()
+    split.setSizes([rows, max(split.height() - rows, 1)])
+    flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
+    panel.table.clearSelection()
+    for r in range(panel.table.rowCount()):
+        if panel.table.item(r, 0).text() in names:
+            panel.table.selectionModel().select(panel.table.model().index(r, 0), flags)
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -63,11 +138,23 @@ def main(argv=None) -> int:
     p.add_argument("--bundle", type=Path, default=None, help="a folder with teacher.pt and student.pt")
     p.add_argument("--only", nargs="+", choices=SHOTS, default=list(SHOTS), help="take only these screenshots")
     args = p.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="t3dnet_shots_"))
+    try:
+        return take(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def take(args, tmp: Path) -> int:
+    """Take the screenshots ``args`` asks for, with ``tmp`` as the scratch folder (the home, settings)."""
+    bundle = args.bundle.resolve() if args.bundle else None
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    home = make_home(tmp / "home")
+    os.environ["HOME"] = str(home)  # before Qt starts: the app and its jobs see this home
+    data, scans = home / "data" / DATA.name, home / "data" / SCANS.name
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
-    tmp = Path(tempfile.mkdtemp(prefix="t3dnet_shots_"))
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
     app = QApplication([sys.argv[0]])
@@ -78,10 +165,11 @@ def main(argv=None) -> int:
     from app.settings import Settings
 
     s = Settings()
-    s.runs_dir = str(tmp / "runs")
+    s.runs_dir = str(home / "runs")
+    s.data_dir = str(data)
     teacher, student = make_checkpoints(tmp)
-    if args.bundle:
-        teacher, student = str(args.bundle / "teacher.pt"), str(args.bundle / "student.pt")
+    if bundle:
+        teacher, student = str(bundle / "teacher.pt"), str(bundle / "student.pt")
     win = MainWindow(settings=s, teacher=teacher, student=student)
     win.quiet_errors = True
     win.resize(1440, 900)
@@ -104,28 +192,21 @@ def main(argv=None) -> int:
 
     samples = list_samples()
     first = next((p for p in samples if p.stem == "airplane"), samples[0] if samples else None)
-    scans = SCANS
-    for name, path in (("compare_sample", first), ("compare_scan_mesh", scans / "bun_zipper.ply"),
-                       ("compare_scan_rgb", scans / "table_scene_mug_stereo_textured.pcd")):
-        if path is None or not Path(path).exists() or ("compare" not in args.only and not args.bundle):
+    for name, path in (("compare_sample", first), ("compare_scan_mesh", scans / "bun_zipper.ply")):
+        if path is None or not Path(path).exists() or ("compare" not in args.only and not bundle):
             continue
-        got.clear()
         win.compare.up_axis.setCurrentIndex(0)  # auto: the format's axis, else an estimate (the bunny: y)
         got.clear()
         win.open_path(str(path))
         wait(lambda path=path: bool(got) and got[-1]["shape_path"] == str(path), 120)
-        if name == "compare_scan_rgb":
-            win.color_mode.setCurrentIndex(2)
         settle(2.0)
-        if args.bundle:
-            win.grab().save(str(OUT / f"compare_{args.bundle.name}.png"))
+        if bundle:
+            win.grab().save(str(OUT / f"compare_{bundle.name}.png"))
             win.shutdown()
             return 0
         win.grab().save(str(OUT / f"{name}.png"))
-        win.viewer.grab().save(str(OUT / f"{name}_view.png"))
-    win.color_mode.setCurrentIndex(0)
     if "scene" in args.only:
-        shot = scene_objects(win, wait, settle, OUT)
+        shot = scene_objects(win, wait, settle, OUT, scans)
         print("saved:", shot if shot else "no scene scan found: scene_objects.png not written")
     if args.only == ["scene"]:
         win.shutdown()
@@ -146,35 +227,40 @@ def main(argv=None) -> int:
         win.compare.all_classes.setChecked(False)
 
     if "training" in args.only:
-        # training: a short smoke job from the panel
-        win.tabs.setCurrentWidget(win.training)
-        out = tmp / "runs" / "smoke_train"
-        done = []
-        win.training.job_finished.connect(lambda *a: done.append(a))
-        win.training.submit(["train", "--model", "pointnet", "--width", "0.125", "--data", str(DATA), "--preset", "smoke",
-                             "--out", str(out), "--limit-train", "48", "--limit-test", "16", "--epochs", "3",
-                             "--events", "json"], str(out))
-        wait(lambda: bool(done), 300)
-        settle(1.0)
-        win.grab().save(str(OUT / "training.png"))
+        # Outside ~/runs: the Runs screenshot shows the archived runs, not this smoke run.
+        if training_job(win, wait, settle, data, home / "smoke" / "compress_smoke"):
+            win.grab().save(str(OUT / "training.png"))
+        else:
+            print("training job failed: training.png not written", file=sys.stderr)
 
     if "runs" in args.only:
         win.tabs.setCurrentWidget(win.runs)
         win.runs.refresh()
-        win.runs.table.selectAll()
+        win.runs.table.sortItems(0)
+        select_runs(win.runs, CURVES)
         settle(1.0)
         win.grab().save(str(OUT / "runs.png"))
 
     if "disagreements" in args.only:
+        from app.paths import display_path
+
         win.tabs.setCurrentWidget(win.disagreements)
-        win.disagreements.data.setText(str(DATA))
+        win.disagreements.data.setText(display_path(data))
         win.disagreements.limit.setValue(120)
         scanned = []
         win.disagreements.scanned.connect(scanned.append)
         win.disagreements.scan()
         wait(lambda: bool(scanned), 300)
+        win.gallery_dock.hide()  # the room for the list's every column beside the four plots
+        settle(0.5)
+        table = win.disagreements.table
+        wide = (table.verticalHeader().width() + table.horizontalHeader().length() + 2 * table.frameWidth()
+                + table.verticalScrollBar().sizeHint().width())
+        split = table.parentWidget().parentWidget()
+        split.setSizes([wide, max(split.width() - wide, 1)])
         settle(1.0)
         win.grab().save(str(OUT / "disagreements.png"))
+        win.gallery_dock.show()
 
     if "demo" in args.only:
         win.demo_action.setChecked(True)

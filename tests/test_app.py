@@ -214,6 +214,93 @@ def test_two_stage_curves_run_on_one_axis_with_the_boundary_marked(training):
     assert lines and all(line.value() == pytest.approx(2.0) for line in lines)
 
 
+def test_the_jobs_log_keeps_a_progress_bar_once_it_is_complete():
+    from app.training_panel import is_progress_redraw
+
+    bar = "caching modelnet40_npy1024: {:>3}%|{:<10}| {}/2468 [00:01<00:00, 1606.16shape/s]"
+    assert is_progress_redraw(bar.format(26, "██▋", 653)) and not is_progress_redraw(bar.format(100, "█" * 10, 2468))
+    assert is_progress_redraw("netaug  50%|█████     | 3/6 [00:01<00:01, 2.10it/s]")
+    assert not is_progress_redraw("epoch 1/3: val OA 9.4%")
+
+
+@pytest.mark.timeout(30)
+def test_paths_under_home_are_shown_with_a_tilde_and_read_back(training, tmp_path, monkeypatch):
+    """A dataset or teacher under the home folder shows as ~/...; a ~ typed in a field reaches the job absolute."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data, teacher = tmp_path / "data" / "modelnet40", tmp_path / "models" / "teacher.pt"
+    data.mkdir(parents=True)
+    teacher.parent.mkdir()
+    teacher.write_bytes(b"")
+    from app.paths import display_path
+
+    assert display_path(data) == os.path.join("~", "data", "modelnet40")
+    assert not Path(training.teacher[1].text()).is_absolute()  # the bundled teacher: relative to the app's folder
+    training.job_kind.setCurrentText("compress")
+    training.data[1].setText(display_path(data))
+    training.teacher[1].setText("~/models/teacher.pt")
+    cfg, out = training.form_job()
+    assert cfg.data == str(data) and cfg.distill.teacher == str(teacher) and Path(out).parent == tmp_path
+
+
+@pytest.mark.timeout(30)
+def test_runs_tab_shows_a_runs_folder_under_home_as_tilde(qtbot, tmp_path, monkeypatch):
+    """The Runs tab never shows the machine's path of a runs folder in the home folder: ~/runs, ~/runs/<run>."""
+    import json
+
+    from app.runs_panel import COLUMNS, RunsPanel
+    from app.settings import Settings
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("kd_seed0", "other/t3dnet_seed0"):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "report.json").write_text(json.dumps({"job": "kd", "oa": 0.86, "history": []}))
+    s = Settings()
+    s.runs_dir = str(tmp_path / "runs")
+    panel = RunsPanel(s)
+    qtbot.addWidget(panel)
+    assert panel.folder.text() == os.path.join("~", "runs")
+    shown = sorted(panel.table.item(r, COLUMNS.index("path")).text() for r in range(panel.table.rowCount()))
+    assert shown == [os.path.join("~", "runs", "kd_seed0"), os.path.join("~", "runs", "other", "t3dnet_seed0")]
+    assert sorted(r["path"] for r in panel.runs) == [str(tmp_path / "runs" / "kd_seed0"),
+                                                     str(tmp_path / "runs" / "other" / "t3dnet_seed0")]
+    panel.folder.setText("~/runs/other")  # typed by the user
+    panel.refresh()
+    assert [r["path"] for r in panel.runs] == [str(tmp_path / "runs" / "other" / "t3dnet_seed0")]
+
+
+@pytest.mark.timeout(30)
+def test_runs_tab_draws_a_compress_run_over_both_stages(qtbot, tmp_path):
+    """A compress run's report holds its last stage's history: the Runs tab reads both stages' (from the
+    stage subfolders, wherever the run folder now lies) on one epoch axis."""
+    import json
+
+    from app.runs_panel import RunsPanel
+    from app.settings import Settings
+
+    run = tmp_path / "runs" / "t3dnet_seed0"
+
+    def report(d, job, oa, epochs, **extra):
+        d.mkdir(parents=True, exist_ok=True)
+        history = [{"epoch": e, "val_oa": oa[e]} for e in range(epochs)]
+        (d / "report.json").write_text(json.dumps({"job": job, "oa": oa[-1], "epochs": epochs, "history": history,
+                                                   **extra}))
+
+    report(run / "stage1_netaug", "netaug", [0.5, 0.6], 2)
+    report(run / "stage2_distill", "distill", [0.7, 0.8, 0.9], 3)
+    report(run, "t3dnet", [0.7, 0.8, 0.9], 3, stages=["/elsewhere/stage1_netaug", "/elsewhere/stage2_distill"])
+    s = Settings()
+    s.runs_dir = str(tmp_path / "runs")
+    panel = RunsPanel(s)
+    qtbot.addWidget(panel)
+    (info,) = panel.runs
+    assert info["epochs"] == 5 and [h["val_oa"] for h in info["history"]] == [0.5, 0.6, 0.7, 0.8, 0.9]
+    panel.table.selectRow(0)
+    (curve,) = panel.plot.listDataItems()
+    x, y = curve.getData()
+    assert list(x) == [1, 2, 3, 4, 5] and list(y) == [0.5, 0.6, 0.7, 0.8, 0.9]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_smoke_job_runs_from_the_panel_and_curves_fill(qtbot, training, modelnet40, tmp_path):
@@ -501,7 +588,9 @@ def test_queue_runs_two_jobs_one_after_the_other(qtbot, training, modelnet40, tm
     training.submit_job(_smoke_job(modelnet40), str(b))
     # the second waits in the queue the user sees while the first runs
     assert training.has_running_job() and training.queue_list.count() == 1
-    assert str(b) in training.queue_list.item(0).text()
+    from app.paths import display_path
+
+    assert display_path(b) in training.queue_list.item(0).text()
     qtbot.waitUntil(lambda: len(finished) == 2, timeout=160000)
     assert [f[0] for f in finished] == [str(a), str(b)] and started == [str(a), str(b)]
     assert all(f[1] == 0 for f in finished), finished
