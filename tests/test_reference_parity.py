@@ -136,8 +136,11 @@ def test_fast_paths_match_the_plain_formulation(name):
     assert o2.abs().max() > 0.05 and e2.abs().max() > 0.05
     torch.testing.assert_close(o1, o2, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(e1, e2, rtol=1e-9, atol=1e-10)
+    # Gradients pass through sums whose order the paths (and the thread count) change, some with
+    # cancellation: each tensor is compared at the scale of the largest gradient of the model.
+    scale = max(1.0, max(b.abs().max().item() for b in g2))
     for a, b in zip(g1, g2, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9 * max(1.0, b.abs().max().item()))
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7 * scale)
     assert g2[0].abs().sum() > 0
     for (m1, v1, n1), (m2, v2, n2) in zip(s1, s2, strict=True):
         torch.testing.assert_close(m1, m2, rtol=1e-9, atol=1e-10)
