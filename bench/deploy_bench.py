@@ -266,7 +266,9 @@ def render(args, r: dict, exact: dict, n_exact: int, agreement: dict | None, lin
     info, e2e, pieces = r["machine"], r["end_to_end_ms"], r["pieces_ms"]
     ratio = e2e["teacher"] / e2e["student"]
     out = ["# Deployment benchmark: the inference engine (core.runtime)\n"]
-    cmd = "python bench/deploy_bench.py " + " ".join(sys.argv[1:] if sys.argv[1:] else [f"--threads {args.threads}"])
+    argv = [Path(a).name if prev == "--agreement" else a  # the JSON's own name, not where it lay
+            for prev, a in zip([""] + sys.argv[1:], sys.argv[1:])]
+    cmd = "python bench/deploy_bench.py " + " ".join(argv if argv else [f"--threads {args.threads}"])
     out.append(f"Command: `{cmd}`  \nDate: {info['date']}  \n"
                f"Machine: {info['cpu']}, {info['cores']} cores, no GPU used; torch {info['torch']}, onnxruntime "
                f"{info['onnxruntime']}, numba {info['numba']}, Python {info['python']}, allocator {info['allocator']}.  \n"
@@ -337,7 +339,8 @@ def render(args, r: dict, exact: dict, n_exact: int, agreement: dict | None, lin
 def agreement_table(a: dict) -> str:
     rows = [f"ModelNet40 test split, {a['shapes']} shapes densified to {a['dense_points']:,} points (each point and "
             f"jittered copies, sigma {a['sigma']}); agreement = the same top-1 as on exact-FPS input; "
-            "ms per cloud measured inside that run:\n",
+            "ms per cloud measured inside that run (compare them with each other only: that run's threads and load "
+            "are not this one's):\n",
             "| preprocessing | ms per cloud | teacher agreement | student agreement | teacher accuracy | student accuracy |",
             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for v in a["variants"]:

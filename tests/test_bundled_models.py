@@ -43,3 +43,27 @@ def test_bundled_checkpoint_matches_its_record_and_classifies_the_samples(bundle
     points, labels = _samples()
     hits = sum(model.class_names[int(np.argmax(model.probabilities(p)[0]))] == c for p, c in zip(points, labels))
     assert hits >= 30, f"{hits}/40 sample shapes right"
+
+
+PARTIAL_TEACHER = ROOT / "assets" / "models" / "partial" / "teacher.pt"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # two passes over the test split, one of them building its partial views
+def test_partial_view_teacher_matches_its_recorded_accuracies(modelnet40):
+    """assets/models/partial/teacher.pt: clean and partial-view (severity 2) OA on the whole test split
+    as its checkpoint records them (and its README states)."""
+    from core.engine.checkpoint import read_checkpoint
+    from core.inference import evaluate_checkpoint
+
+    recorded = read_checkpoint(PARTIAL_TEACHER)["metrics"]
+    clean = evaluate_checkpoint(PARTIAL_TEACHER, modelnet40)
+    partial = evaluate_checkpoint(PARTIAL_TEACHER, modelnet40, views="partial", severity=2)
+    assert clean["n"] == partial["n"] == 2468
+    assert clean["oa"] == pytest.approx(recorded["oa"], abs=1e-3)
+    assert partial["oa"] == pytest.approx(recorded["partial_severity2_oa"], abs=1e-3)
+    readme = (PARTIAL_TEACHER.parent / "README.md").read_text()
+    assert f"{recorded['oa'] * 100:.2f}%" in readme and f"{recorded['partial_severity2_oa'] * 100:.2f}%" in readme
+    # the partial-view training is what lifts it: far above the bundled teacher on the same views
+    bundled = json.loads((ROOT / "assets" / "models" / "models.json").read_text())["teacher"]
+    assert partial["oa"] > 0.6 and clean["oa"] >= bundled["oa_fp32"] - 0.005

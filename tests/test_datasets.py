@@ -273,6 +273,7 @@ def test_modelnet40_counts(modelnet40):
     assert info["splits"] == {"train": 9843, "test": 2468}
 
 
+@pytest.mark.slow
 def test_modelnet40_test_split_arrays(modelnet40):
     ds = load_split(modelnet40, "test", 1024, progress=False)
     assert ds.points.shape == (2468, 1024, 3) and len(ds.class_names) == 40

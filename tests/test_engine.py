@@ -437,6 +437,7 @@ def test_resume_gives_the_same_weights(modelnet40, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 def test_teacher_of_other_classes_is_refused(modelnet40, tmp_path):
     from core.engine.checkpoint import save_model
 
@@ -448,6 +449,7 @@ def test_teacher_of_other_classes_is_refused(modelnet40, tmp_path):
         run_job(cfg, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_student_init_of_another_architecture_is_refused(modelnet40, teacher_ckpt, tmp_path):
     from core.engine.checkpoint import save_model
 

@@ -69,6 +69,7 @@ def test_report_of_the_bundled_models_has_evaluates_numbers(modelnet40, tmp_path
     assert "Not measured for these checkpoints" in page  # partial views: only on request
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_report_measures_partial_views_per_class_and_confusion_like_evaluate(checkpoints, modelnet40, tmp_path):
     from core.inference import evaluate_checkpoint
