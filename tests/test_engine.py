@@ -500,3 +500,15 @@ def test_smoke_t3dnet_losses_match_the_record(modelnet40, tmp_path):
         for k in mod.LOSS_KEYS:
             if k in r:  # float32 sums differ in the last bits between CPUs' kernels
                 assert g[k] == pytest.approx(r[k], rel=2e-3, abs=1e-4), (g["stage"], g["global_step"], k)
+
+
+def test_a_cancelled_pipeline_names_its_run_folder_to_resume(modelnet40, tmp_path):
+    """``resume`` continues a T3DNet run from its own folder (the stage folders hold no job file)."""
+    cfg = load_config("smoke", overrides={"job": "t3dnet", "model": "pointnet2_ssg", "width": 0.125,
+                                          "data": str(modelnet40), **SMALL, "distill": {"teacher": "unused.pt"}})
+    cancel = threading.Event()
+    cancel.set()  # before the first step of stage 1
+    with pytest.raises(JobCancelled) as info:
+        run_job(cfg, tmp_path / "run", cancel=cancel)
+    assert str(info.value).endswith(f"resume with: resume {tmp_path / 'run'}")
+    assert (tmp_path / "run" / "job.yaml").is_file() and not (tmp_path / "run" / "stage1_netaug" / "job.yaml").exists()

@@ -97,8 +97,10 @@ class Trainer:
 
     def __init__(self, cfg: JobConfig, run_dir: str | Path, sink: Callable[[Event], None] | None = None,
                  cancel: threading.Event | None = None, stage: str | None = None,
-                 callbacks: list[Callback] | tuple = ()) -> None:
+                 callbacks: list[Callback] | tuple = (), job_dir: str | Path | None = None) -> None:
         self.cfg = cfg
+        #: The folder ``resume`` takes to continue this stage: its own, or its pipeline's run folder.
+        self.job_dir = Path(job_dir or run_dir)
         self.job = stage or cfg.job
         if self.job not in STAGE_JOBS:
             raise JobError(f"{self.job!r} is not a single-stage job")
@@ -468,7 +470,7 @@ class Trainer:
                 if self.cancel.is_set():
                     s.elapsed = time.time() - t_begin
                     self.emit(CancelledEvent(epoch=epoch, step=step, run_dir=str(self.run_dir)))
-                    raise JobCancelled(f"cancelled at epoch {epoch + 1}, step {step}; resume with: resume {self.run_dir}")
+                    raise JobCancelled(f"cancelled at epoch {epoch + 1}, step {step}; resume with: resume {self.job_dir}")
                 gstep = epoch * self.steps_per_epoch + step
                 lr = self.lr_at(gstep)
                 for group in self.optimizer.param_groups:
@@ -572,7 +574,7 @@ def run_job(cfg: JobConfig, run_dir: str | Path, sink: Callable[[Event], None] |
         if cfg.stage_schedule == "continuous":
             s1 |= {"schedule_epochs": cfg.epochs + kd_epochs, "schedule_offset": 0}
         s1 = config_from_dict(s1)
-        Trainer(s1, stage1_dir, cancel=cancel, callbacks=callbacks).fit(resume)
+        Trainer(s1, stage1_dir, cancel=cancel, callbacks=callbacks, job_dir=run_dir).fit(resume)
     announce.emit(None, StageEvent(stage=distill, index=2, of=of, epoch_offset=cfg.epochs))
     d2 = cfg.to_dict()
     d2["job"] = distill
@@ -580,7 +582,7 @@ def run_job(cfg: JobConfig, run_dir: str | Path, sink: Callable[[Event], None] |
     d2["init"] = str(stage1_dir / "student.pt")
     if cfg.stage_schedule == "continuous":
         d2["schedule_epochs"], d2["schedule_offset"] = cfg.epochs + kd_epochs, cfg.epochs
-    report = Trainer(config_from_dict(d2), stage2_dir, cancel=cancel, callbacks=callbacks).fit(resume)
+    report = Trainer(config_from_dict(d2), stage2_dir, cancel=cancel, callbacks=callbacks, job_dir=run_dir).fit(resume)
     if report:
         report = dict(report, job=cfg.job, stages=[str(stage1_dir), str(stage2_dir)])
         write_report(run_dir, report)
