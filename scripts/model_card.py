@@ -20,6 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.engine.jobs import METHODS
+
 
 def _epochs(run_dir: Path) -> list[dict]:
     ev = run_dir / "events.jsonl"
@@ -86,10 +88,12 @@ def main(argv=None) -> int:
         if command:
             lines += ["Reproduce (the run's configuration follows):", "", "    " + command, ""]
         stage_dirs = [src]
-        if (src.parent / "stage1_netaug").is_dir() and src.name == "stage2_distill":
-            stage_dirs = [src.parent / "stage1_netaug", src]
-        elif (src / "stage1_netaug").is_dir() and (src / "stage2_distill").is_dir():  # a t3dnet run directory
-            stage_dirs = [src / "stage1_netaug", src / "stage2_distill"]
+        pipeline = METHODS["t3dnet"]
+        folders = [pipeline.stage_dir(i + 1) for i in range(len(pipeline.stages))]
+        if src.name == folders[-1] and all((src.parent / f).is_dir() for f in folders):  # its last stage
+            stage_dirs = [src.parent / f for f in folders]
+        elif all((src / f).is_dir() for f in folders):  # a t3dnet run directory
+            stage_dirs = [src / f for f in folders]
         for d in stage_dirs:
             cfg = (d / "job.yaml").read_text() if (d / "job.yaml").is_file() else ""
             eps = _epochs(d)
