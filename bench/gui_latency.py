@@ -162,8 +162,11 @@ def main() -> int:
         probe.set_phase("training job running")
         out = tmp / "run"
         win.tabs.setCurrentWidget(win.training)
-        win.training.submit(["train", "--model", "pointnet2_ssg", "--width", "0.125", "--data", str(DATA), "--preset",
-                             "smoke", "--out", str(out), "--epochs", "20", "--events", "json"], str(out))
+        from core.engine.config import load_config
+
+        job = load_config("smoke", overrides={"job": "train", "model": "pointnet2_ssg", "width": 0.125,
+                                              "data": str(DATA), "epochs": 20})
+        win.training.submit_job(job, str(out))  # as the panel's Start does: job.yaml, then main.py run
         wait(lambda: win.training.curves.count("loss") > 0, 180)
         end = time.perf_counter() + args.train_seconds
         wait(lambda: time.perf_counter() > end or win.training.job is None, args.train_seconds + 5)

@@ -147,15 +147,17 @@ def create_engine(model: ClassifierBase, runtime: str = "auto", source: str | os
     native.warm_up()
     module = model.inference_module(num_points).eval()
     probe = probe_clouds(1, num_points)
-    engines: dict[str, Engine] = {}
-    note = ""
+    # The checkpoint's hash keys the ONNX cache and auto's remembered choice: read it once.
+    fingerprint = None if runtime == "torch" else model_fingerprint(model, source)
+    build = dict(model=model, module=module, fingerprint=fingerprint, source=source, threads=threads,
+                 num_points=num_points)
     choice_path = None
     if runtime == "auto":
-        choice_path = cache_folder() / f"auto-{_key_name(_choice_key(model, source, threads, num_points))}.json"
+        choice_path = cache_folder() / f"auto-{_key_name(_choice_key(fingerprint, threads, num_points))}.json"
         remembered = None if remeasure else _read_choice(choice_path)
         if remembered is not None:
             try:
-                engine = _single_engine(model, module, remembered["runtime"], source, threads, num_points)
+                engine = _single_engine(remembered["runtime"], **build)
             except Exception:  # the remembered runtime no longer builds: measure again
                 pass
             else:
@@ -163,12 +165,14 @@ def create_engine(model: ClassifierBase, runtime: str = "auto", source: str | os
                 engine.measured_ms = dict(remembered["measured_ms"])
                 engine.note = "remembered choice"
                 return engine
-    if runtime in ("auto", "torch"):
-        engines["torch"] = Engine(model, module, "torch", threads, num_points)
-    if runtime in ("auto", "onnx"):
+    engines: dict[str, Engine] = {}
+    note = ""
+    for rt in RUNTIMES if runtime == "auto" else (runtime,):
         try:
-            engines["onnx"] = _onnx_engine(model, module, source, threads, num_points)
+            engines[rt] = _single_engine(rt, **build)
         except Exception as exc:  # auto falls back to torch, saying why
+            if rt == "torch":
+                raise
             if runtime == "onnx":
                 raise RuntimeUnavailableError(f"the onnx runtime cannot run {model.model_config.name}: "
                                               f"{_one_line(exc)}") from exc
@@ -189,26 +193,30 @@ def create_engine(model: ClassifierBase, runtime: str = "auto", source: str | os
     return engine
 
 
-def _single_engine(model, module, runtime: str, source, threads: int, num_points: int) -> Engine:
+def _single_engine(runtime: str, model, module, fingerprint: str | None, source, threads: int,
+                   num_points: int) -> Engine:
     if runtime == "onnx":
-        return _onnx_engine(model, module, source, threads, num_points)
+        return _onnx_engine(model, module, fingerprint, source, threads, num_points)
     if runtime == "torch":
         return Engine(model, module, "torch", threads, num_points)
     raise ValueError(f"unknown runtime {runtime!r}")
 
 
-def _choice_key(model, source, threads: int, num_points: int) -> dict:
+def _choice_key(fingerprint: str, threads: int, num_points: int) -> dict:
     """What ``auto``'s measurement depends on: the model, the code, the libraries, the CPU, the threads."""
     import platform
-
-    import onnxruntime
+    from importlib.metadata import PackageNotFoundError, version
 
     from core.engine.machine import cpu_capability, cpu_name
 
-    return {"fingerprint": model_fingerprint(model, source), "export_code": export_code_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "cpu": cpu_name(),
-            "cpu_capability": cpu_capability(), "cores": os.cpu_count(), "machine": platform.machine(),
-            "threads": int(threads), "num_points": int(num_points)}
+    try:  # without ONNX Runtime, auto measures (and remembers) torch alone
+        ort_version = version("onnxruntime")
+    except PackageNotFoundError:
+        ort_version = None
+    return {"fingerprint": fingerprint, "export_code": export_code_version(), "torch": torch.__version__,
+            "onnxruntime": ort_version, "cpu": cpu_name(), "cpu_capability": cpu_capability(),
+            "cores": os.cpu_count(), "machine": platform.machine(), "threads": int(threads),
+            "num_points": int(num_points)}
 
 
 def _read_choice(path: Path) -> dict | None:
@@ -302,8 +310,8 @@ def _key_name(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _onnx_engine(model, module, source, threads: int, num_points: int) -> Engine:
-    key = _cache_key(model_fingerprint(model, source), num_points)
+def _onnx_engine(model, module, fingerprint: str, source, threads: int, num_points: int) -> Engine:
+    key = _cache_key(fingerprint, num_points)
     path = cache_folder() / f"{model.model_config.name}-{_key_name(key)}.onnx"
     record = path.with_suffix(".json")
     exported = False
