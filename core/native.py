@@ -6,10 +6,12 @@ functions of :mod:`core.models.ops`, an order of magnitude faster at inference.
   and the first of equal maxima, as ``torch.argmax``. One pass per step updates the distances, one
   takes their maximum on the integer view of the (non-negative) floats, which the compiler turns into
   vector instructions, and a short scan finds its first index.
-* :func:`ball_query` is :func:`core.models.ops.ball_query`: it is given the products
-  ``-2 a.b`` computed by torch exactly as :func:`core.models.ops.square_distance` computes them,
-  adds the squared norms in the same order (one vectorised pass per centre), and keeps the first
-  ``nsample`` points inside the radius in index order.
+* :func:`ball_query` is :func:`core.models.ops.ball_query`: the squared distances as
+  :func:`core.models.ops.square_distance` computes them (``(-2 a.b + |a|^2) + |b|^2``, where torch's
+  matrix product sums the three coordinates' products as a chain of fused multiply-adds and the
+  norms as ``((x^2 + y^2) + z^2)``; the tests compare the indices with torch's), one vectorised pass
+  per centre, then the first ``nsample`` points inside the radius in index order. No ``(S, N)``
+  distance matrix is stored: a batch's would not stay in the cache.
 
 Batches run in a pool of ``threads`` threads (the kernels release the GIL). Without numba,
 :data:`AVAILABLE` is False and callers use the torch functions.
@@ -27,6 +29,8 @@ import numpy as np
 
 try:
     import numba
+    from numba.core import types as _nb_types
+    from numba.extending import intrinsic as _nb_intrinsic
 except ImportError:  # pragma: no cover - numba is a dependency; the torch path still works
     numba = None
 
@@ -80,31 +84,58 @@ if AVAILABLE:
         for b in range(lo, hi):
             _fps_one(xyz[b], npoint, starts[b], out[b])
 
+    @_nb_intrinsic
+    def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
+        """``a * b + c`` in float32 with one rounding (LLVM's ``fma``), as matrix products round."""
+        sig = _nb_types.float32(_nb_types.float32, _nb_types.float32, _nb_types.float32)
+
+        def codegen(context, builder, signature, args):
+            return builder.fma(*args)
+
+        return sig, codegen
+
     @_jit
-    def _ball_rows(mm, asq, bsq, r2, out):  # pragma: no cover - compiled
-        rows, n = mm.shape
+    def _ball_one(points, centres, r2, out):  # pragma: no cover - compiled
+        n = points.shape[0]
         k = out.shape[1]
-        inside = np.empty(n, np.int8)
-        for i in range(rows):
-            a = asq[i]
+        x = np.empty(n, np.float32)
+        y = np.empty(n, np.float32)
+        z = np.empty(n, np.float32)
+        sq = np.empty(n, np.float32)
+        for j in range(n):
+            x[j] = points[j, 0]
+            y[j] = points[j, 1]
+            z[j] = points[j, 2]
+        for j in range(n):
+            sq[j] = (x[j] * x[j] + y[j] * y[j]) + z[j] * z[j]
+        inside = np.empty(n, np.int32)
+        found = np.empty(k + 16, np.int64)
+        m2 = np.float32(-2.0)
+        for i in range(centres.shape[0]):
+            cx, cy, cz = centres[i, 0], centres[i, 1], centres[i, 2]
+            ax, ay, az = m2 * cx, m2 * cy, m2 * cz  # exact: -2 a, as torch scales before the product
+            csq = (cx * cx + cy * cy) + cz * cz
             for j in range(n):  # the distance as square_distance sums it (before its clamp)
-                inside[j] = not ((mm[i, j] + a) + bsq[j] > r2)
+                d = _fma(az, z[j], _fma(ay, y[j], ax * x[j]))
+                inside[j] = not ((d + csq) + sq[j] > r2)
             c = 0
-            for j in range(n):
-                if inside[j]:
-                    out[i, c] = j
-                    c += 1
-                    if c == k:
-                        break
+            j0 = 0
+            while j0 < n and c < k:  # branch-free: write every index, advance past the inside ones
+                for j in range(j0, min(j0 + 16, n)):
+                    found[c] = j
+                    c += inside[j]
+                j0 += 16
+            c = min(c, k)
+            for t in range(c):
+                out[i, t] = found[t]
             first = out[i, 0] if c > 0 else 0
             for t in range(c, k):
                 out[i, t] = first
 
     @_jit
-    def _ball_many(mm, asq, bsq, r2, out, lo, hi):  # pragma: no cover - compiled
+    def _ball_many(points, centres, r2, out, lo, hi):  # pragma: no cover - compiled
         for b in range(lo, hi):
-            _ball_rows(mm[b], asq[b], bsq[b], r2, out[b])
-
+            _ball_one(points[b], centres[b], r2, out[b])
 
     @_jit
     def _bounds(xyz):  # pragma: no cover - compiled
@@ -211,25 +242,24 @@ def farthest_point_indices(xyz: np.ndarray, npoint: int, start: int = 0) -> np.n
                                  np.array([start]), threads=1)[0]
 
 
-def ball_query(neg2_dot: np.ndarray, centre_sq: np.ndarray, point_sq: np.ndarray, radius: float, nsample: int,
+def ball_query(points: np.ndarray, centres: np.ndarray, radius: float, nsample: int,
                threads: int | None = None) -> np.ndarray:
     """First ``nsample`` points (in index order) within ``radius`` of each centre: (B, S, nsample) int64.
 
     Args:
-        neg2_dot: (B, S, N) ``-2 * centres @ points^T`` as :func:`core.models.ops.square_distance`
-            computes it (float32).
-        centre_sq, point_sq: (B, S) and (B, N) squared norms, as that function computes them.
+        points: (B, N, 3) float32 clouds.
+        centres: (B, S, 3) float32 centres (points of the clouds, as farthest point sampling picks).
         radius: the ball's radius; a point is inside unless its squared distance is larger than
             ``radius * radius`` rounded to float32 (the eager comparison).
 
     Slots beyond the points found repeat the first one (index 0 when none is inside).
     """
-    mm = np.ascontiguousarray(neg2_dot, dtype=np.float32)
-    b, s, n = mm.shape
+    pts = np.ascontiguousarray(points, dtype=np.float32)
+    ctr = np.ascontiguousarray(centres, dtype=np.float32)
+    b, n = pts.shape[0], pts.shape[1]
     k = min(int(nsample), n)
-    out = np.empty((b, s, k), np.int64)
-    _run(_ball_many, (mm, np.ascontiguousarray(centre_sq, dtype=np.float32),
-                      np.ascontiguousarray(point_sq, dtype=np.float32), np.float32(radius * radius), out), b, threads)
+    out = np.empty((b, ctr.shape[1], k), np.int64)
+    _run(_ball_many, (pts, ctr, np.float32(radius * radius), out), b, threads)
     if k < nsample:
         out = np.concatenate([out, np.repeat(out[..., :1], nsample - k, axis=-1)], axis=-1)
     return out
@@ -279,6 +309,5 @@ def warm_up() -> None:
         return
     pts = np.random.default_rng(0).random((2, 64, 3), dtype=np.float32)
     farthest_point_sample(pts, 8, threads=1)
-    mm = -2 * pts[:, :8] @ pts.transpose(0, 2, 1)
-    ball_query(mm, (pts[:, :8] ** 2).sum(-1), (pts ** 2).sum(-1), 0.3, 4, threads=1)
+    ball_query(pts, pts[:, :8], 0.3, 4, threads=1)
     grid_sample(pts[0], 16)

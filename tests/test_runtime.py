@@ -140,8 +140,12 @@ def test_native_grouping_gives_the_eager_indices(name, test_shapes):
     small = torch.from_numpy(rng.random((2, 100, 3), dtype=np.float32))  # fewer points than centres / neighbours
     far = shapes[:2].clone()
     far[:, 1:] += 50  # every point outside the first centre's ball but itself
+    # a lattice of step 0.1: many distances fall on the radii 0.2 and 0.4, where only the same
+    # rounding as torch's product (fused multiply-adds) and sums keeps the same points inside
+    axis = np.arange(-5, 5, dtype=np.float32) * np.float32(0.1)
+    lattice = torch.from_numpy(np.stack(np.meshgrid(axis, axis, axis), -1).reshape(1, -1, 3)[:, rng.permutation(1000)])
     start = torch.tensor([5, 700])
-    for x, s in ((shapes, None), (dup, None), (small, None), (far, None), (shapes[:2], start)):
+    for x, s in ((shapes, None), (dup, None), (small, None), (far, None), (lattice, None), (shapes[:2], start)):
         eager = model.compute_grouping(x, s)
         native = model.compute_grouping(x, s, impl="native")
         for a, b in zip(eager, native):

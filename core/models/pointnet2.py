@@ -204,10 +204,7 @@ class PointNet2(ClassifierBase):
         return groups
 
     def _grouping_native(self, xyz: torch.Tensor, start: torch.Tensor | None) -> list[dict]:
-        """:meth:`compute_grouping` by the compiled kernels: FPS in :mod:`core.native`;
-        the ball query from ``-2 a.b`` and the squared norms computed by torch as
-        :func:`~core.models.ops.square_distance` computes them (one product per level, shared
-        by its radii), then the in-ball scan compiled."""
+        """:meth:`compute_grouping` by the compiled kernels of :mod:`core.native`."""
         groups, cur = [], xyz.detach().contiguous()
         start_np = None if start is None else start.cpu().numpy()
         for sa in self.layout:
@@ -217,10 +214,7 @@ class PointNet2(ClassifierBase):
             centres_idx = torch.from_numpy(native.farthest_point_sample(cur.numpy(), sa.npoint, start_np))
             start_np = None
             centres = gather_points(cur, centres_idx)
-            with torch.autocast("cpu", enabled=False):
-                neg2_dot = (-2 * centres @ cur.transpose(1, 2)).numpy()
-                centre_sq, point_sq = centres.square().sum(-1).numpy(), cur.square().sum(-1).numpy()
-            nbrs = [torch.from_numpy(native.ball_query(neg2_dot, centre_sq, point_sq, r, k))
+            nbrs = [torch.from_numpy(native.ball_query(cur.numpy(), centres.numpy(), r, k))
                     for r, k in zip(sa.radii, sa.nsamples)]
             groups.append({"centres": centres_idx, "neighbours": nbrs})
             cur = centres
