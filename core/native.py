@@ -40,7 +40,8 @@ if AVAILABLE:
     _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
 
     @_jit
-    def _fps_one(xyz, npoint, start, out):  # pragma: no cover - compiled
+    def _columns(xyz):  # pragma: no cover - compiled
+        """The x, y and z columns of (N, 3) points as contiguous arrays (vectorised loops read them)."""
         n = xyz.shape[0]
         x = np.empty(n, np.float32)
         y = np.empty(n, np.float32)
@@ -49,6 +50,12 @@ if AVAILABLE:
             x[j] = xyz[j, 0]
             y[j] = xyz[j, 1]
             z[j] = xyz[j, 2]
+        return x, y, z
+
+    @_jit
+    def _fps_one(xyz, npoint, start, out):  # pragma: no cover - compiled
+        n = xyz.shape[0]
+        x, y, z = _columns(xyz)
         dist = np.full(n, np.inf, np.float32)
         bits = dist.view(np.int32)  # non-negative floats order as their bit patterns
         far = start
@@ -98,14 +105,8 @@ if AVAILABLE:
     def _ball_one(points, centres, r2, out):  # pragma: no cover - compiled
         n = points.shape[0]
         k = out.shape[1]
-        x = np.empty(n, np.float32)
-        y = np.empty(n, np.float32)
-        z = np.empty(n, np.float32)
+        x, y, z = _columns(points)
         sq = np.empty(n, np.float32)
-        for j in range(n):
-            x[j] = points[j, 0]
-            y[j] = points[j, 1]
-            z[j] = points[j, 2]
         for j in range(n):
             sq[j] = (x[j] * x[j] + y[j] * y[j]) + z[j] * z[j]
         inside = np.empty(n, np.int32)
