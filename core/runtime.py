@@ -15,7 +15,11 @@ as the model's :meth:`~core.models.ClassifierBase.inference_module` in one of tw
   file that does not match its record, or that ONNX Runtime cannot load, is exported again.
 
 ``auto`` measures both on this CPU (batch 1, after a warm-up call, median of interleaved calls)
-and keeps the faster; :attr:`Engine.measured_ms` says what was measured. The choice is remembered in
+and keeps the faster; :attr:`Engine.measured_ms` says what was measured. With more than one thread
+it also measures ONNX Runtime on one thread for a single cloud (:data:`ONNX_ONE_THREAD`): a thin
+network's operators are too small to share, and waking a second thread can cost more than it
+saves. When that wins, single clouds use a one-thread session and batches the one with every
+thread. The choice is remembered in
 the same cache folder, keyed by the model's fingerprint, the export code, the library versions, the
 CPU and the thread count, so later loads of the same model on the same machine take the same
 runtime without measuring again (and without building the other one); ``remeasure=True`` measures
@@ -44,6 +48,8 @@ from core.models import ClassifierBase
 
 RUNTIMES = ("torch", "onnx")
 RUNTIME_CHOICES = ("auto", *RUNTIMES)
+#: ``auto``'s name for ONNX Runtime on one thread for single clouds (in :attr:`Engine.measured_ms`).
+ONNX_ONE_THREAD = "onnx, 1 thread"
 #: Bump when the exported graph changes in a way the source files below do not show (a new
 #: dependency's behaviour): cached graphs of another version are never used.
 EXPORT_VERSION = 1
@@ -53,9 +59,9 @@ EXPORT_VERSION = 1
 EXPORT_SOURCES = ("core/runtime.py", "core/native.py", "core/models/*.py")
 #: Calls per runtime when ``auto`` measures (after one warm-up call each).
 AUTO_ROUNDS = 5
-#: Clouds per pass of a larger batch: the grouping's distance products (2 MiB per cloud) and a thin
-#: network's grouped rows then stay in the caches; 4-8 ran 1.4-1.7x the shapes/s of 64 here.
-CHUNK = 8
+#: Clouds per pass of a larger batch: a thin network's grouped rows (about 1 MiB per cloud for the
+#: student) then stay in the caches; 16 ran 1.0-1.3x the shapes/s of 8 and 64 here (the teacher: the same).
+CHUNK = 16
 
 
 class RuntimeUnavailableError(T3DError):
@@ -72,8 +78,10 @@ class Engine:
     threads: int
     num_points: int
     session: object | None = None  # onnxruntime.InferenceSession for "onnx"
+    single_session: object | None = None  # "onnx": the session for single clouds, if not ``session``
     exported: bool = False  # this engine's creation exported the graph (it was not in the cache)
     onnx_path: Path | None = None
+    graph: bytes | None = None  # "onnx": the serialised graph its sessions run
     measured_ms: dict[str, float] = field(default_factory=dict)  # ``auto``: batch-1 median per runtime
     note: str = ""  # why a runtime was not considered, if one was not
 
@@ -99,7 +107,8 @@ class Engine:
             else:
                 feed = {self.module.input_names[0]: x}
                 feed.update((n, t.numpy()) for n, t in zip(self.module.input_names[1:], inputs))
-                out = self.session.run(None, feed)[0]
+                session = self.single_session if len(x) == 1 and self.single_session is not None else self.session
+                out = session.run(None, feed)[0]
         if profile is not None:
             t2 = time.perf_counter()
             profile["grouping"] = profile.get("grouping", 0.0) + t1 - t0
@@ -109,6 +118,8 @@ class Engine:
     def describe(self) -> str:
         """One line: the runtime and, for ``auto``, what was measured."""
         text = f"{self.runtime}, {self.threads} thread{'s' * (self.threads != 1)}"
+        if self.single_session is not None:
+            text += " (1 for a single cloud)"
         if self.measured_ms:
             text += " (measured: " + ", ".join(f"{k} {v:.2f} ms" for k, v in self.measured_ms.items()) + ")"
         return text + (f"; {self.note}" if self.note else "")
@@ -161,6 +172,8 @@ def create_engine(model: ClassifierBase, runtime: str = "auto", source: str | os
             except Exception:  # the remembered runtime no longer builds: measure again
                 pass
             else:
+                if remembered.get("single_threads") == 1 and engine.session is not None:
+                    engine.single_session = _ort_session(engine.graph, 1)
                 engine.logits(probe)  # warm-up
                 engine.measured_ms = dict(remembered["measured_ms"])
                 engine.note = "remembered choice"
@@ -177,6 +190,11 @@ def create_engine(model: ClassifierBase, runtime: str = "auto", source: str | os
                 raise RuntimeUnavailableError(f"the onnx runtime cannot run {model.model_config.name}: "
                                               f"{_one_line(exc)}") from exc
             note = f"onnx not used: {_one_line(exc)}"
+    if runtime == "auto" and "onnx" in engines and threads > 1:
+        onnx = engines["onnx"]
+        engines[ONNX_ONE_THREAD] = Engine(model, module, "onnx", threads, num_points, session=onnx.session,
+                                          single_session=_ort_session(onnx.graph, 1), exported=onnx.exported,
+                                          onnx_path=onnx.onnx_path, graph=onnx.graph)
     for e in engines.values():
         e.logits(probe)  # warm-up
     if len(engines) == 1:
@@ -187,8 +205,9 @@ def create_engine(model: ClassifierBase, runtime: str = "auto", source: str | os
         engine.measured_ms = {k: v * 1e3 for k, v in measured.items()}
         engine.exported = any(e.exported for e in engines.values())
         if choice_path is not None:
-            _write_atomic(choice_path, (json.dumps({"runtime": engine.runtime, "measured_ms": engine.measured_ms},
-                                                   indent=1) + "\n").encode())
+            choice = {"runtime": engine.runtime, "single_threads": 1 if engine.single_session is not None else None,
+                      "measured_ms": engine.measured_ms}
+            _write_atomic(choice_path, (json.dumps(choice, indent=1) + "\n").encode())
     engine.note = note
     return engine
 
@@ -327,7 +346,8 @@ def _onnx_engine(model, module, fingerprint: str, source, threads: int, num_poin
         _write_cached(path, record, key, data, source)
         exported = True
         session = _ort_session(data, threads)
-    return Engine(model, module, "onnx", threads, num_points, session=session, exported=exported, onnx_path=path)
+    return Engine(model, module, "onnx", threads, num_points, session=session, exported=exported, onnx_path=path,
+                  graph=data)
 
 
 def _read_cached(path: Path, record: Path, key: dict) -> bytes | None:

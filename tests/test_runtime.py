@@ -15,7 +15,7 @@ from core.cli import main as cli_main
 from core.data.preprocess import prepare_points
 from core.engine.checkpoint import load_model, save_model
 from core.models import create_model, reestimate_bn
-from core.runtime import RUNTIMES, RuntimeUnavailableError, create_engine
+from core.runtime import ONNX_ONE_THREAD, RUNTIMES, RuntimeUnavailableError, create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "assets" / "models"
@@ -92,13 +92,41 @@ def test_other_architectures_every_runtime_matches_eager(name, test_shapes):
         np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
 
 
-def test_auto_measures_both_and_keeps_the_faster(test_shapes):
+def _winner(engine) -> str:
+    return ONNX_ONE_THREAD if engine.single_session is not None else engine.runtime
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_auto_measures_both_and_keeps_the_faster(threads, test_shapes, own_cache):
     model = load_model(BUNDLED / "student.pt")[0]
-    engine = create_engine(model, "auto", remeasure=True)
-    assert set(engine.measured_ms) == set(RUNTIMES)
-    assert engine.runtime == min(engine.measured_ms, key=engine.measured_ms.get)
-    np.testing.assert_allclose(engine.logits(test_shapes[0][:4]), _eager(model.eval(), test_shapes[0][:4]),
-                               atol=LOGIT_TOL)
+    engine = create_engine(model, "auto", remeasure=True, threads=threads)
+    # with more than one thread, ONNX Runtime on one thread for single clouds is measured too
+    assert set(engine.measured_ms) == set(RUNTIMES) | ({ONNX_ONE_THREAD} if threads > 1 else set())
+    assert _winner(engine) == min(engine.measured_ms, key=engine.measured_ms.get)
+    ref = _eager(model.eval(), test_shapes[0][:4])
+    np.testing.assert_allclose(engine.logits(test_shapes[0][:4]), ref, atol=LOGIT_TOL)  # a batch
+    for i in range(2):  # single clouds (the one-thread session, where it won)
+        np.testing.assert_allclose(engine.logits(test_shapes[0][i:i + 1])[0], ref[i], atol=LOGIT_TOL)
+
+
+def test_single_clouds_on_one_thread_are_remembered(own_cache, monkeypatch, test_shapes):
+    import core.runtime as rt
+
+    model = load_model(BUNDLED / "student.pt")[0]
+    # make the one-thread candidate the fastest: every other measurement is slower
+    real = rt._measure
+    monkeypatch.setattr(rt, "_measure", lambda calls, rounds: {k: (0.001 if k == ONNX_ONE_THREAD else 1.0)
+                                                              for k in real(calls, 1)})
+    first = create_engine(model, "auto", threads=2)
+    assert first.runtime == "onnx" and first.single_session is not None and first.session is not None
+    assert "1 for a single cloud" in first.describe()
+    record = json.loads(next((own_cache / "runtime").glob("auto-*.json")).read_text())
+    assert record["runtime"] == "onnx" and record["single_threads"] == 1
+    monkeypatch.setattr(rt, "_measure", lambda *a: pytest.fail("a remembered choice is not measured again"))
+    again = create_engine(model, "auto", threads=2)
+    assert again.note == "remembered choice" and again.single_session is not None
+    one = test_shapes[0][:1]
+    np.testing.assert_allclose(again.logits(one), _eager(model.eval(), one), atol=LOGIT_TOL)
 
 
 def test_auto_remembers_its_choice_per_model_and_machine(tmp_path, monkeypatch, test_shapes):
@@ -107,7 +135,7 @@ def test_auto_remembers_its_choice_per_model_and_machine(tmp_path, monkeypatch, 
     monkeypatch.setenv("T3DNET_CACHE", str(tmp_path))
     model = load_model(BUNDLED / "student.pt")[0]
     first = create_engine(model, "auto")
-    assert first.note != "remembered choice" and set(first.measured_ms) == set(RUNTIMES)
+    assert first.note != "remembered choice" and set(RUNTIMES) <= set(first.measured_ms)
     records = list((tmp_path / "runtime").glob("auto-*.json"))
     assert len(records) == 1 and json.loads(records[0].read_text())["runtime"] == first.runtime
 

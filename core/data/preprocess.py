@@ -154,8 +154,10 @@ def _grid_reduce(a: np.ndarray, num_points: int, rng: np.random.Generator, candi
     from core import native
 
     cap = max(candidates, 2 * num_points)
-    if len(a) > 2 * cap:  # a random cut, drawn with replacement: 10x cheaper than without on large
-        a = a[rng.integers(0, len(a), cap)]  # clouds, and the grid keeps one of any repeated point
+    if len(a) > 2 * cap:
+        # a random cut, drawn with replacement (10x cheaper than without on large clouds; the grid
+        # keeps one of any repeated point), gathered by take (3x faster than indexing)
+        a = np.take(a, rng.integers(0, len(a), cap), axis=0)
     a = np.ascontiguousarray(a, dtype=np.float32)
     cells = native.grid_sample(a, num_points)
     if cells is None:
