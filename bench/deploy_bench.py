@@ -208,7 +208,10 @@ def main(argv=None) -> int:
         feed = {o.module.input_names[0]: prepared}
         feed.update((n, t.numpy()) for n, t in zip(o.module.input_names[1:], inputs))
         calls[f"{role}: network, onnx"] = lambda o=o, feed=feed: o.session.run(None, feed)
-        for rt in RUNTIMES:
+        auto = engines[role]["auto"]
+        if auto.single_session is not None:
+            calls[f"{role}: network, onnx, 1 thread"] = lambda o=auto, feed=feed: o.single_session.run(None, feed)
+        for rt in (*RUNTIMES, "auto"):
             calls[f"{role}: engine {rt} (all of the model)"] = lambda e=engines[role][rt]: e.logits(prepared)
         calls[f"{role}: eager PyTorch model(x), for reference"] = lambda m=m: m(x)
     log(f"timing {len(calls)} pieces x {args.rounds} rounds ...")
@@ -361,20 +364,22 @@ METHOD = """## Method
 
 * **The engine** (`core/runtime.py`, used by the app, `predict`, `evaluate` and this benchmark): sampling
   and grouping outside any graph, by the model's `compute_grouping(impl="native")`: farthest point
-  sampling and the ball query's in-ball scan compiled by numba (`core/native.py`), the ball query's
-  `-2 a.b` product by torch exactly as the eager code computes it, so the indices are the eager ones
-  (tested). The network runs as the model's inference module (`core/models/pointnet2.py`
-  `PointNet2Inference`: BatchNorm folded into the linear layers, 2-D rows, gathers by flat indices)
-  in eager PyTorch (`torch`) or exported to ONNX and run by ONNX Runtime (`onnx`; exported on first
-  use, cached per checkpoint content). `auto` measures both the first time a model loads on a machine,
-  keeps the faster and remembers the choice.
+  sampling and the ball query compiled by numba (`core/native.py`), each distance rounded as the eager
+  code rounds it (the matrix product's fused multiply-adds included), so the indices are the eager ones
+  (tested, boundary distances included). The network runs as the model's inference module
+  (`core/models/pointnet2.py` `PointNet2Inference`: BatchNorm folded into the linear layers, 2-D rows,
+  gathers by flat indices) in eager PyTorch (`torch`) or exported to ONNX and run by ONNX Runtime
+  (`onnx`; exported on first use, cached per checkpoint content). `auto` measures both the first time a
+  model loads on a machine, and ONNX Runtime on one thread for single clouds as well, keeps the fastest
+  and remembers the choice (batches always use every thread).
 * **Preprocessing** (`core/data/preprocess.py` `prepare_points`, default `grid`): finite check, a random
   cut to 4,096 candidates (clouds of more than 8,192 points), one point per occupied cell of a grid sized
   to leave just over 1,024 cells (compiled kernel), a random 1,024 of those, up axis, unit sphere.
 * **`latency_ms`**: the model on the prepared points (sampling, grouping, network, softmax);
   **`end_to_end_ms`**: preprocessing + `latency_ms`, from the points in memory to the probabilities
-  (file reading and the input analysis excluded; the analysis is `analysis_ms`). Both after a warm-up
-  call (engines are warmed when they load; the preprocessing kernel before its first timed use).
+  (file reading and the input analysis excluded; the analysis is `analysis_ms`). Each model is timed
+  on a call right after an untimed one on the same cloud (its steady state, whichever model ran
+  before); the preprocessing kernel is warmed before its first timed use.
 * MACs (13.8 M student, 837.5 M teacher) follow docs/BENCHMARKS_MODELS.md's convention; sampling and
   grouping cost about 1.2 M pairwise distances per cloud for both models, the same at every width.
 """

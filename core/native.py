@@ -189,9 +189,11 @@ _pool_lock = threading.Lock()
 
 
 def _spans(batch: int, threads: int) -> list[tuple[int, int]]:
+    """``[0, batch)`` in at most ``threads`` contiguous spans (plain integers: numpy here took 5% of
+    a student's whole call)."""
     parts = max(1, min(threads, batch))
-    edges = np.linspace(0, batch, parts + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    edges = [i * batch // parts for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
 def _run(kernel, args: tuple, batch: int, threads: int | None) -> None:
