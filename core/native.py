@@ -56,19 +56,24 @@ if AVAILABLE:
     def _fps_one(xyz, npoint, start, out):  # pragma: no cover - compiled
         n = xyz.shape[0]
         x, y, z = _columns(xyz)
-        dist = np.full(n, np.inf, np.float32)
-        bits = dist.view(np.int32)  # non-negative floats order as their bit patterns
+        # Two distance arrays, read from one and written whole to the other: an update in place
+        # (``dist[j] = d if d < dist[j] else dist[j]``) compiles to masked stores, which are
+        # microcoded on AMD CPUs: 3x slower.
+        both = np.full((2, n), np.inf, np.float32)
         far = start
         for i in range(npoint):
             out[i] = far
             cx, cy, cz = x[far], y[far], z[far]
+            old, dist = both[i % 2], both[(i + 1) % 2]
             for j in range(n):
                 dx = x[j] - cx
                 dy = y[j] - cy
                 dz = z[j] - cz
                 d = dx * dx + dy * dy
                 d = d + dz * dz
-                dist[j] = d if d < dist[j] else dist[j]
+                o = old[j]
+                dist[j] = d if d < o else o
+            bits = dist.view(np.int32)  # non-negative floats order as their bit patterns
             best = np.int32(-1)
             for j in range(n):
                 v = bits[j]
