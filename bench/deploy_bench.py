@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     for role, m in models.items():
         e = engines[role]["torch"]
         grouping = m.compute_grouping(x, impl="native")
-        inputs = e.module.grouping_inputs(grouping)
+        inputs = e.module.grouping_inputs(grouping, x)
         calls[f"{role}: sampling + grouping (native)"] = lambda m=m: m.compute_grouping(x, impl="native")
         calls[f"{role}: sampling + grouping (eager torch)"] = lambda m=m: m.compute_grouping(x)
         calls[f"{role}: network, torch"] = lambda e=e, inputs=inputs: e.module(x, *inputs)

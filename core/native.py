@@ -144,6 +144,22 @@ if AVAILABLE:
             _ball_one(points[b], centres[b], r2, out[b])
 
     @_jit
+    def _affine(xyz, w, b, out):  # pragma: no cover - compiled
+        """``out = xyz @ w + b`` for (N, 3) points: the three products summed in order."""
+        for j in range(xyz.shape[0]):
+            x, y, z = xyz[j, 0], xyz[j, 1], xyz[j, 2]
+            for c in range(w.shape[1]):
+                out[j, c] = ((b[c] + x * w[0, c]) + y * w[1, c]) + z * w[2, c]
+
+    @_jit
+    def _rows_many(per_point, centre_term, neighbours, k, out, lo, hi):  # pragma: no cover - compiled
+        for r in range(lo, hi):
+            j = neighbours[r]
+            i = r // k
+            for c in range(out.shape[1]):
+                out[r, c] = per_point[j, c] - centre_term[i, c]
+
+    @_jit
     def _bounds(xyz):  # pragma: no cover - compiled
         """Per-axis minimum and maximum of (N, 3) points (numpy's axis-0 reductions are 10x slower)."""
         lo = np.empty(3, np.float64)
@@ -273,6 +289,27 @@ def ball_query(points: np.ndarray, centres: np.ndarray, radius: float, nsample: 
     return out
 
 
+def group_rows(xyz: np.ndarray, weight: np.ndarray, bias: np.ndarray, centres: np.ndarray,
+               neighbours: np.ndarray, k: int, threads: int | None = None) -> np.ndarray:
+    """A grouped linear layer on points, before its activation: row ``r`` is
+    ``(xyz[neighbours[r]] @ weight + bias) - xyz[centres[r // k]] @ weight``: (R, C) float32.
+
+    ``xyz`` (N, 3), ``weight`` (3, C), ``bias`` (C,) float32; ``centres`` (S,) and ``neighbours``
+    (R,) int64 row indices into ``xyz``, ``k`` consecutive neighbours per centre. Compiled whole:
+    small matrix products in torch go through its thread pool, which waits for a busy core.
+    """
+    pts = np.ascontiguousarray(xyz, dtype=np.float32)
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    per_point = np.empty((len(pts), w.shape[1]), np.float32)
+    _affine(pts, w, np.ascontiguousarray(bias, dtype=np.float32), per_point)
+    centre_term = np.empty((len(centres), w.shape[1]), np.float32)
+    _affine(np.ascontiguousarray(pts[centres]), w, np.zeros(w.shape[1], np.float32), centre_term)
+    nb = np.ascontiguousarray(neighbours, dtype=np.int64)
+    out = np.empty((len(nb), w.shape[1]), np.float32)
+    _run(_rows_many, (per_point, centre_term, nb, int(k), out), len(nb), threads)
+    return out
+
+
 def grid_sample(xyz: np.ndarray, count: int, max_passes: int = 12) -> np.ndarray | None:
     """Indices of at least ``count`` points of ``xyz`` (N, 3), one per occupied cell of a cubic grid
     (the first point of each cell in index order), the cell size chosen so that the cells number
@@ -318,4 +355,5 @@ def warm_up() -> None:
     pts = np.random.default_rng(0).random((2, 64, 3), dtype=np.float32)
     farthest_point_sample(pts, 8, threads=1)
     ball_query(pts, pts[:, :8], 0.3, 4, threads=1)
+    group_rows(pts[0], pts[0, :3], pts[0, 0], np.arange(8), np.arange(16), 2, threads=1)
     grid_sample(pts[0], 16)

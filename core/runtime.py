@@ -100,7 +100,7 @@ class Engine:
         t0 = time.perf_counter()
         with torch.inference_mode():
             xt = torch.from_numpy(x)
-            inputs = self.module.grouping_inputs(self.model.compute_grouping(xt, impl="native"))
+            inputs = self.module.grouping_inputs(self.model.compute_grouping(xt, impl="native"), xt)
             t1 = time.perf_counter()
             if self.session is None:
                 out = self.module(xt, *inputs).numpy()
@@ -400,7 +400,7 @@ def _export(model, module, num_points: int) -> bytes:
 
     example = torch.from_numpy(probe_clouds(2, num_points))
     with torch.no_grad():
-        inputs = module.grouping_inputs(model.compute_grouping(example, impl="native"))
+        inputs = module.grouping_inputs(model.compute_grouping(example, impl="native"), example)
     names = module.input_names
     dynamic = {names[0]: {0: "batch"}, "logits": {0: "batch"}}
     dynamic.update((n, {0: f"{n}_rows"}) for n in names[1:])

@@ -332,3 +332,17 @@ def test_the_cli_offers_exactly_the_engine_runtimes():
     from core.runtime import RUNTIME_CHOICES
 
     assert CLI_CHOICES == RUNTIME_CHOICES
+
+
+def test_native_group_rows_is_the_grouped_layer_before_its_activation():
+    from core import native
+
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(size=(300, 3)).astype(np.float32)
+    w, b = rng.normal(size=(3, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    centres = rng.choice(300, 20, replace=False)
+    neighbours = rng.integers(0, 300, 20 * 5)
+    rows = native.group_rows(xyz, w, b, centres, neighbours, 5, threads=2)
+    expected = (xyz[neighbours] @ w + b) - np.repeat(xyz[centres] @ w, 5, axis=0)
+    assert rows.shape == (100, 8) and rows.dtype == np.float32
+    np.testing.assert_allclose(rows, expected, atol=1e-5)

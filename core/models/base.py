@@ -239,7 +239,8 @@ class InferenceModule(nn.Module):
     num_points: int
     input_names: list[str]
 
-    def grouping_inputs(self, grouping) -> list[torch.Tensor]:
+    def grouping_inputs(self, grouping, points: torch.Tensor) -> list[torch.Tensor]:
+        """The inputs after ``points`` for the model's ``grouping`` of ``points``."""
         raise NotImplementedError
 
 
@@ -255,7 +256,7 @@ class GroupedForward(InferenceModule):
         self._spec = _tree_spec(model.compute_grouping(example))
         self.input_names = ["points"] + [f"grouping{i}" for i in range(_count_leaves(self._spec))]
 
-    def grouping_inputs(self, grouping) -> list[torch.Tensor]:
+    def grouping_inputs(self, grouping, points: torch.Tensor) -> list[torch.Tensor]:
         leaves: list[torch.Tensor] = []
         _flatten(grouping, leaves)
         return leaves

@@ -232,7 +232,9 @@ class PointNet2Inference(InferenceModule):
     (activations are non-decreasing). The grouping comes as flat row indices into the batch's
     rows (:meth:`grouping_inputs`: per level the centres ``(B*S,)``, and per radius the neighbours
     ``(B*S*K,)`` with each cloud's offset added and the group of each neighbour row ``(B*S*K,)``), so
-    each gather is one ``index_select`` (one ONNX ``Gather``).
+    each gather is one ``index_select`` (one ONNX ``Gather``). The first level's grouped rows depend
+    on the points alone, so :meth:`grouping_inputs` computes them too, gathered by a compiled kernel
+    (ONNX Runtime gathers thin rows one copy at a time: a third of the student's network time).
     Logits equal the model's up to float32 rounding (tested).
     """
 
@@ -262,9 +264,10 @@ class PointNet2Inference(InferenceModule):
                 continue
             s = min(sa.npoint, n)
             self.input_names += [f"centres{li}"]
+            first = not self._levels  # its grouped rows come as inputs
             for bi in range(len(branches)):
-                self.input_names += [f"neighbours{li}_{bi}", f"group_of{li}_{bi}"]
-            self._levels.append({"group_all": False, "branches": branches})
+                self.input_names += [f"rows{li}_{bi}"] if first else [f"neighbours{li}_{bi}", f"group_of{li}_{bi}"]
+            self._levels.append({"group_all": False, "branches": branches, "rows_given": first})
             n = s
         self._head = []
         for j, layer in enumerate(model.head.hidden):
@@ -276,19 +279,36 @@ class PointNet2Inference(InferenceModule):
         self.register_buffer("fc_w", w.detach().t().contiguous())
         self.register_buffer("fc_b", b.detach().clone() if b is not None else torch.zeros(w.shape[0]))
 
-    def grouping_inputs(self, grouping: list[dict]) -> list[torch.Tensor]:
+    def grouping_inputs(self, grouping: list[dict], points: torch.Tensor) -> list[torch.Tensor]:
         out, n = [], self.num_points
-        for g in grouping:
+        xyz = points.reshape(-1, 3)
+        for level, g in zip(self._levels, grouping):
             if not g:
                 continue
             centres = g["centres"]
             offset = torch.arange(centres.shape[0]).unsqueeze(1) * n
-            out.append((centres + offset).reshape(-1))
-            for nb in g["neighbours"]:
-                out.append((nb + offset.unsqueeze(2)).reshape(-1))
-                out.append(torch.arange(centres.numel()).repeat_interleave(nb.shape[-1]))
+            flat_centres = (centres + offset).reshape(-1)
+            out.append(flat_centres)
+            for br, nb in zip(level["branches"], g["neighbours"]):
+                flat_nb = (nb + offset.unsqueeze(2)).reshape(-1)
+                if level["rows_given"]:
+                    out.append(self._first_rows(br["layers"][0][0], xyz, flat_centres, flat_nb, nb.shape[-1]))
+                else:
+                    out.append(flat_nb)
+                    out.append(torch.arange(centres.numel()).repeat_interleave(nb.shape[-1]))
             n = centres.shape[1]
         return out
+
+    def _first_rows(self, name: str, xyz: torch.Tensor, centres: torch.Tensor, neighbours: torch.Tensor,
+                    k: int) -> torch.Tensor:
+        """The first level's grouped rows before their activation: its first layer applied to each
+        point, less the centre's term (``W (x_j - c_i) + b``), one row per neighbour slot."""
+        w_xyz, b = getattr(self, name + "_xyz"), getattr(self, name + "_b")
+        if native.AVAILABLE and xyz.device.type == "cpu" and xyz.dtype == torch.float32:
+            return torch.from_numpy(native.group_rows(xyz.numpy(), w_xyz.numpy(), b.numpy(), centres.numpy(),
+                                                      neighbours.numpy(), k))
+        per_point = torch.addmm(b, xyz, w_xyz)
+        return per_point.index_select(0, neighbours) - (xyz.index_select(0, centres) @ w_xyz).repeat_interleave(k, 0)
 
     def _rest(self, h: torch.Tensor, layers_: list, k: int, first_done: bool) -> torch.Tensor:
         """The layers after the first (``first_done``: ``h`` is the first's linear output), the
@@ -315,6 +335,9 @@ class PointNet2Inference(InferenceModule):
             centres = xyz.index_select(0, next(index_iter))
             outs = []
             for br in level["branches"]:
+                if level["rows_given"]:
+                    outs.append(self._rest(next(index_iter), br["layers"], br["k"], first_done=True))
+                    continue
                 nbr, group_of = next(index_iter), next(index_iter)
                 name = br["layers"][0][0]
                 w_xyz, w_feat = getattr(self, name + "_xyz"), getattr(self, name + "_feat")
