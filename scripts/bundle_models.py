@@ -5,7 +5,8 @@
 
 Each model is evaluated on the full test split in float32 and again after a float16 round trip;
 float16 is kept when overall accuracy moves by at most ``--tolerance`` (default 0.1 points).
-Each bundled model is then calibrated for its in-vocabulary decision (``main.py calibrate``: a fixed
+The bundled weights are also evaluated on the partial-view benchmark at its default severity
+(``evaluate --views partial``). Each bundled model is then calibrated for its in-vocabulary decision (``main.py calibrate``: a fixed
 slice of the training split, never the test split) and carries its threshold. The measured numbers
 go to assets/models/models.json (read by docs/MODEL_CARD.md's author and the app's model info).
 
@@ -82,6 +83,7 @@ def main(argv=None) -> int:
         metrics = {"oa": (half if use_half else full)["oa"], "macc": (half if use_half else full)["macc"],
                    "n": full["n"], "source": portable_path(ck["path"])}
         save_model(dest, model, ck["class_names"], metrics, ck.get("config"), half=use_half)
+        partial = evaluate_checkpoint(dest, args.data, views="partial")
         vocabulary = calibrate_bundled(dest, args.data)
         summary[role] = {
             "source": portable_path(Path(ck["path"]).resolve()),
@@ -90,6 +92,7 @@ def main(argv=None) -> int:
             "oa_fp32": full["oa"], "macc_fp32": full["macc"],
             "oa_fp16": half["oa"], "macc_fp16": half["macc"],
             "n": full["n"],
+            "partial_oa": partial["oa"], "partial_macc": partial["macc"], "partial_severity": partial["severity"],
             "params": count_parameters(model), "macs": count_macs(model),
             "size_bytes": dest.stat().st_size,
             "vocabulary": vocabulary,
@@ -97,7 +100,8 @@ def main(argv=None) -> int:
             "per_class_acc": (half if use_half else full)["per_class_acc"],
             "source_metrics": {k: v for k, v in ck.get("metrics", {}).items() if isinstance(v, (int, float))},
         }
-        print(f"{role}: OA fp32 {full['oa'] * 100:.2f}%  fp16 {half['oa'] * 100:.2f}%  -> {dest} "
+        print(f"{role}: OA fp32 {full['oa'] * 100:.2f}%  fp16 {half['oa'] * 100:.2f}%  "
+              f"partial views {partial['oa'] * 100:.2f}%  -> {dest} "
               f"({summary[role]['dtype']}, {dest.stat().st_size / 1024:.0f} KiB)")
     (out / "models.json").write_text(json.dumps(summary, indent=1))
     return 0
