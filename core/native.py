@@ -152,12 +152,17 @@ if AVAILABLE:
                 out[j, c] = ((b[c] + x * w[0, c]) + y * w[1, c]) + z * w[2, c]
 
     @_jit
-    def _rows_many(per_point, centre_term, neighbours, k, out, lo, hi):  # pragma: no cover - compiled
+    def _rows_many(per_point, centre_term, neighbours, k, relu, out, lo, hi):  # pragma: no cover - compiled
         for r in range(lo, hi):
             j = neighbours[r]
             i = r // k
-            for c in range(out.shape[1]):
-                out[r, c] = per_point[j, c] - centre_term[i, c]
+            if relu:
+                for c in range(out.shape[1]):
+                    v = per_point[j, c] - centre_term[i, c]
+                    out[r, c] = v if v > 0 else np.float32(0)
+            else:
+                for c in range(out.shape[1]):
+                    out[r, c] = per_point[j, c] - centre_term[i, c]
 
     @_jit
     def _bounds(xyz):  # pragma: no cover - compiled
@@ -290,9 +295,10 @@ def ball_query(points: np.ndarray, centres: np.ndarray, radius: float, nsample: 
 
 
 def group_rows(xyz: np.ndarray, weight: np.ndarray, bias: np.ndarray, centres: np.ndarray,
-               neighbours: np.ndarray, k: int, threads: int | None = None) -> np.ndarray:
-    """A grouped linear layer on points, before its activation: row ``r`` is
-    ``(xyz[neighbours[r]] @ weight + bias) - xyz[centres[r // k]] @ weight``: (R, C) float32.
+               neighbours: np.ndarray, k: int, relu: bool = False, threads: int | None = None) -> np.ndarray:
+    """A grouped linear layer on points: row ``r`` is
+    ``(xyz[neighbours[r]] @ weight + bias) - xyz[centres[r // k]] @ weight``: (R, C) float32,
+    followed by a ReLU with ``relu``.
 
     ``xyz`` (N, 3), ``weight`` (3, C), ``bias`` (C,) float32; ``centres`` (S,) and ``neighbours``
     (R,) int64 row indices into ``xyz``, ``k`` consecutive neighbours per centre. Compiled whole:
@@ -306,7 +312,7 @@ def group_rows(xyz: np.ndarray, weight: np.ndarray, bias: np.ndarray, centres: n
     _affine(np.ascontiguousarray(pts[centres]), w, np.zeros(w.shape[1], np.float32), centre_term)
     nb = np.ascontiguousarray(neighbours, dtype=np.int64)
     out = np.empty((len(nb), w.shape[1]), np.float32)
-    _run(_rows_many, (per_point, centre_term, nb, int(k), out), len(nb), threads)
+    _run(_rows_many, (per_point, centre_term, nb, int(k), bool(relu), out), len(nb), threads)
     return out
 
 
@@ -355,5 +361,5 @@ def warm_up() -> None:
     pts = np.random.default_rng(0).random((2, 64, 3), dtype=np.float32)
     farthest_point_sample(pts, 8, threads=1)
     ball_query(pts, pts[:, :8], 0.3, 4, threads=1)
-    group_rows(pts[0], pts[0, :3], pts[0, 0], np.arange(8), np.arange(16), 2, threads=1)
+    group_rows(pts[0], pts[0, :3], pts[0, 0], np.arange(8), np.arange(16), 2, relu=True, threads=1)
     grid_sample(pts[0], 16)

@@ -346,3 +346,19 @@ def test_native_group_rows_is_the_grouped_layer_before_its_activation():
     expected = (xyz[neighbours] @ w + b) - np.repeat(xyz[centres] @ w, 5, axis=0)
     assert rows.shape == (100, 8) and rows.dtype == np.float32
     np.testing.assert_allclose(rows, expected, atol=1e-5)
+    assert (expected < 0).any()
+    np.testing.assert_allclose(native.group_rows(xyz, w, b, centres, neighbours, 5, relu=True, threads=1),
+                               np.maximum(expected, 0), atol=1e-5)
+
+
+def test_inference_module_without_the_compiled_kernels_matches_eager(monkeypatch, test_shapes):
+    from core import native
+
+    monkeypatch.setattr(native, "AVAILABLE", False)  # the torch formulation of every piece
+    points = test_shapes[0][:4]
+    model = _realistic("pointnet2_ssg", 0.125, test_shapes[0])
+    module = model.inference_module().eval()
+    x = torch.from_numpy(points)
+    with torch.no_grad():
+        out = module(x, *module.grouping_inputs(model.compute_grouping(x, impl="native"), x)).numpy()
+    np.testing.assert_allclose(out, _eager(model, points), atol=LOGIT_TOL)

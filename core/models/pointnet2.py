@@ -292,30 +292,35 @@ class PointNet2Inference(InferenceModule):
             for br, nb in zip(level["branches"], g["neighbours"]):
                 flat_nb = (nb + offset.unsqueeze(2)).reshape(-1)
                 if level["rows_given"]:
-                    out.append(self._first_rows(br["layers"][0][0], xyz, flat_centres, flat_nb, nb.shape[-1]))
+                    out.append(self._first_rows(br["layers"], xyz, flat_centres, flat_nb, nb.shape[-1]))
                 else:
                     out.append(flat_nb)
                     out.append(torch.arange(centres.numel()).repeat_interleave(nb.shape[-1]))
             n = centres.shape[1]
         return out
 
-    def _first_rows(self, name: str, xyz: torch.Tensor, centres: torch.Tensor, neighbours: torch.Tensor,
+    def _first_rows(self, layers_: list, xyz: torch.Tensor, centres: torch.Tensor, neighbours: torch.Tensor,
                     k: int) -> torch.Tensor:
-        """The first level's grouped rows before their activation: its first layer applied to each
-        point, less the centre's term (``W (x_j - c_i) + b``), one row per neighbour slot."""
+        """The first level's grouped rows: its first layer applied to each point, less the centre's
+        term (``W (x_j - c_i) + b``), one row per neighbour slot, then that layer's activation unless
+        it is the MLP's last (which runs after the max)."""
+        name, act = layers_[0]
+        act = act if len(layers_) > 1 else "none"
         w_xyz, b = getattr(self, name + "_xyz"), getattr(self, name + "_b")
-        if native.AVAILABLE and xyz.device.type == "cpu" and xyz.dtype == torch.float32:
+        if native.AVAILABLE and xyz.device.type == "cpu" and xyz.dtype == torch.float32 and act in ("relu", "none"):
             return torch.from_numpy(native.group_rows(xyz.numpy(), w_xyz.numpy(), b.numpy(), centres.numpy(),
-                                                      neighbours.numpy(), k))
+                                                      neighbours.numpy(), k, relu=act == "relu"))
         per_point = torch.addmm(b, xyz, w_xyz)
-        return per_point.index_select(0, neighbours) - (xyz.index_select(0, centres) @ w_xyz).repeat_interleave(k, 0)
+        rows = per_point.index_select(0, neighbours) - (xyz.index_select(0, centres) @ w_xyz).repeat_interleave(k, 0)
+        return activation(rows, act)
 
-    def _rest(self, h: torch.Tensor, layers_: list, k: int, first_done: bool) -> torch.Tensor:
-        """The layers after the first (``first_done``: ``h`` is the first's linear output), the
-        last one pooled over runs of ``k`` rows, then its activation."""
+    def _rest(self, h: torch.Tensor, layers_: list, k: int, first_done: bool, activated: bool = False) -> torch.Tensor:
+        """The layers after the first (``first_done``: ``h`` is the first's linear output, and with
+        ``activated`` its activation too), the last one pooled over runs of ``k`` rows, then its
+        activation."""
         for j, (name, act) in enumerate(layers_):
             if j == 0 and first_done:
-                if len(layers_) > 1:
+                if len(layers_) > 1 and not activated:
                     h = activation(h, act)
                 continue
             h = torch.addmm(getattr(self, name + "_b"), h, getattr(self, name + "_w"))
@@ -336,7 +341,7 @@ class PointNet2Inference(InferenceModule):
             outs = []
             for br in level["branches"]:
                 if level["rows_given"]:
-                    outs.append(self._rest(next(index_iter), br["layers"], br["k"], first_done=True))
+                    outs.append(self._rest(next(index_iter), br["layers"], br["k"], first_done=True, activated=True))
                     continue
                 nbr, group_of = next(index_iter), next(index_iter)
                 name = br["layers"][0][0]
