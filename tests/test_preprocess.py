@@ -170,3 +170,20 @@ def test_grid_method_falls_back_to_fps_on_few_distinct_points():
     x = np.repeat(_sphere_surface(1500), 20, axis=0)  # 30k points, 1,500 distinct positions
     out = prepare_points(x, 1024, method="grid", seed=0)
     assert out.shape == (1024, 3) and len(np.unique(out, axis=0)) == 1024
+
+
+def test_unit_sphere_kernel_gives_numpys_bits(monkeypatch):
+    from core import native
+    from core.data.preprocess import normalize_unit_sphere
+
+    rng = np.random.default_rng(0)
+    clouds = [(rng.normal(size=(int(rng.integers(2, 3000)), 3)) * rng.uniform(0.01, 100, 3)
+               + rng.normal(size=3) * 10).astype(dtype) for dtype in (np.float32, np.float64) for _ in range(50)]
+    fast = [normalize_unit_sphere(c) for c in clouds]
+    monkeypatch.setattr(native, "AVAILABLE", False)
+    for c, f in zip(clouds, fast):
+        np.testing.assert_array_equal(f, normalize_unit_sphere(c))
+    monkeypatch.undo()
+    for bad in (np.ones((5, 3), np.float32), np.array([[0, 0, np.nan], [1, 1, 1]], np.float32)):
+        with pytest.raises(EmptyCloudError):
+            normalize_unit_sphere(bad)
