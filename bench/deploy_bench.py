@@ -202,6 +202,8 @@ def main(argv=None) -> int:
         grouping = m.compute_grouping(x, impl="native")
         inputs = e.module.grouping_inputs(grouping, x)
         calls[f"{role}: sampling + grouping (native)"] = lambda m=m: m.compute_grouping(x, impl="native")
+        calls[f"{role}: the graph's inputs (first level's grouped rows)"] = (
+            lambda e=e, grouping=grouping: e.module.grouping_inputs(grouping, x))
         calls[f"{role}: sampling + grouping (eager torch)"] = lambda m=m: m.compute_grouping(x)
         calls[f"{role}: network, torch"] = lambda e=e, inputs=inputs: e.module(x, *inputs)
         o = engines[role]["onnx"]
@@ -210,7 +212,7 @@ def main(argv=None) -> int:
         calls[f"{role}: network, onnx"] = lambda o=o, feed=feed: o.session.run(None, feed)
         auto = engines[role]["auto"]
         if auto.single_session is not None:
-            calls[f"{role}: network, onnx, 1 thread"] = lambda o=auto, feed=feed: o.single_session.run(None, feed)
+            calls[f"{role}: network, onnx (1 thread)"] = lambda o=auto, feed=feed: o.single_session.run(None, feed)
         for rt in (*RUNTIMES, "auto"):
             calls[f"{role}: engine {rt} (all of the model)"] = lambda e=engines[role][rt]: e.logits(prepared)
         calls[f"{role}: eager PyTorch model(x), for reference"] = lambda m=m: m(x)
@@ -370,8 +372,9 @@ METHOD = """## Method
   (`core/models/pointnet2.py` `PointNet2Inference`: BatchNorm folded into the linear layers, 2-D rows,
   gathers by flat indices) in eager PyTorch (`torch`) or exported to ONNX and run by ONNX Runtime
   (`onnx`; exported on first use, cached per checkpoint content). `auto` measures both the first time a
-  model loads on a machine, and ONNX Runtime on one thread for single clouds as well, keeps the fastest
-  and remembers the choice (batches always use every thread).
+  model loads on a machine (with more than one thread, ONNX Runtime on one thread for single clouds as
+  well: `core/runtime.py`), keeps the fastest and remembers the choice. The first level's grouped rows
+  (its first layer, less the centre's term) are computed outside the graph by a compiled kernel.
 * **Preprocessing** (`core/data/preprocess.py` `prepare_points`, default `grid`): finite check, a random
   cut to 4,096 candidates (clouds of more than 8,192 points), one point per occupied cell of a grid sized
   to leave just over 1,024 cells (compiled kernel), a random 1,024 of those, up axis, unit sphere.

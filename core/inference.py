@@ -93,13 +93,8 @@ class LoadedModel:
 
     def probabilities(self, points: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
         """Class probabilities for one prepared cloud (P, 3), the latency in ms (the model's
-        sampling, grouping and network, and the softmax) and the logits.
-
-        The latency is timed on a second call right after an untimed one on the same cloud: the
-        model's steady state, the same whichever model ran before (a first call pays for the
-        other model having taken the caches: 20-50% more for the student here)."""
+        sampling, grouping and network, and the softmax) and the logits."""
         x = np.ascontiguousarray(points, dtype=np.float32)[None]
-        self.logits(x)  # warm-up
         t0 = time.perf_counter()
         logits = self.logits(x)[0]
         probs = _softmax(logits)

@@ -1,5 +1,6 @@
-"""Sampling and grouping kernels compiled to machine code (numba): the same indices as the torch
-functions of :mod:`core.models.ops`, an order of magnitude faster at inference.
+"""Kernels of inference and preprocessing compiled to machine code (numba): sampling and grouping
+with the same indices as the torch functions of :mod:`core.models.ops`, an order of magnitude faster
+at inference, and a few other passes over points.
 
 * :func:`farthest_point_sample` is :func:`core.models.ops.farthest_point_sample`: the same
   float32 distances, computed in the same order (``((dx^2 + dy^2) + dz^2)``, no fused multiply-add),
@@ -11,7 +12,11 @@ functions of :mod:`core.models.ops`, an order of magnitude faster at inference.
   matrix product sums the three coordinates' products as a chain of fused multiply-adds and the
   norms as ``((x^2 + y^2) + z^2)``; the tests compare the indices with torch's), one vectorised pass
   per centre, then the first ``nsample`` points inside the radius in index order. No ``(S, N)``
-  distance matrix is stored: a batch's would not stay in the cache.
+  distance matrix is stored: a batch's would not stay in the cache. Where torch rounds its products
+  otherwise (small ones; a CPU without fused multiply-add: :func:`fused_distances_match_torch`), it
+  takes torch's products instead.
+* :func:`group_rows`: a grouped linear layer on points (a network's first level, outside its graph).
+* :func:`grid_sample` and :func:`unit_sphere`: preprocessing (:mod:`core.data.preprocess`).
 
 Batches run in a pool of ``threads`` threads (the kernels release the GIL). Without numba,
 :data:`AVAILABLE` is False and callers use the torch functions.
@@ -21,6 +26,7 @@ Thread: any.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -58,7 +64,7 @@ if AVAILABLE:
         x, y, z = _columns(xyz)
         # Two distance arrays, read from one and written whole to the other: an update in place
         # (``dist[j] = d if d < dist[j] else dist[j]``) compiles to masked stores, which are
-        # microcoded on AMD CPUs: 3x slower.
+        # microcoded on AMD CPUs: 3x slower (512 of 1,024 points, AMD EPYC).
         both = np.full((2, n), np.inf, np.float32)
         far = start
         for i in range(npoint):
@@ -107,15 +113,34 @@ if AVAILABLE:
         return sig, codegen
 
     @_jit
+    def _first_inside(inside, found, out):  # pragma: no cover - compiled
+        """``out`` (k,): the first k indices whose ``inside`` flag is set, the rest repeating the
+        first (0 when none). Branch-free: every index is written, the count advanced past the
+        inside ones (``found`` holds k + 16)."""
+        n, k = inside.shape[0], out.shape[0]
+        c = 0
+        j0 = 0
+        while j0 < n and c < k:
+            for j in range(j0, min(j0 + 16, n)):
+                found[c] = j
+                c += inside[j]
+            j0 += 16
+        c = min(c, k)
+        for t in range(c):
+            out[t] = found[t]
+        first = out[0] if c > 0 else 0
+        for t in range(c, k):
+            out[t] = first
+
+    @_jit
     def _ball_one(points, centres, r2, out):  # pragma: no cover - compiled
         n = points.shape[0]
-        k = out.shape[1]
         x, y, z = _columns(points)
         sq = np.empty(n, np.float32)
         for j in range(n):
             sq[j] = (x[j] * x[j] + y[j] * y[j]) + z[j] * z[j]
         inside = np.empty(n, np.int32)
-        found = np.empty(k + 16, np.int64)
+        found = np.empty(out.shape[1] + 16, np.int64)
         m2 = np.float32(-2.0)
         for i in range(centres.shape[0]):
             cx, cy, cz = centres[i, 0], centres[i, 1], centres[i, 2]
@@ -124,24 +149,25 @@ if AVAILABLE:
             for j in range(n):  # the distance as square_distance sums it (before its clamp)
                 d = _fma(az, z[j], _fma(ay, y[j], ax * x[j]))
                 inside[j] = not ((d + csq) + sq[j] > r2)
-            c = 0
-            j0 = 0
-            while j0 < n and c < k:  # branch-free: write every index, advance past the inside ones
-                for j in range(j0, min(j0 + 16, n)):
-                    found[c] = j
-                    c += inside[j]
-                j0 += 16
-            c = min(c, k)
-            for t in range(c):
-                out[i, t] = found[t]
-            first = out[i, 0] if c > 0 else 0
-            for t in range(c, k):
-                out[i, t] = first
+            _first_inside(inside, found, out[i])
 
     @_jit
     def _ball_many(points, centres, r2, out, lo, hi):  # pragma: no cover - compiled
         for b in range(lo, hi):
             _ball_one(points[b], centres[b], r2, out[b])
+
+    @_jit
+    def _ball_products_many(mm, asq, bsq, r2, out, lo, hi):  # pragma: no cover - compiled
+        """The same from torch's ``-2 a.b`` products ``mm`` (B, S, N) and squared norms."""
+        n = mm.shape[2]
+        inside = np.empty(n, np.int32)
+        found = np.empty(out.shape[2] + 16, np.int64)
+        for b in range(lo, hi):
+            for i in range(mm.shape[1]):
+                a = asq[b, i]
+                for j in range(n):
+                    inside[j] = not ((mm[b, i, j] + a) + bsq[b, j] > r2)
+                _first_inside(inside, found, out[b, i])
 
     @_jit
     def _affine(xyz, w, b, out):  # pragma: no cover - compiled
@@ -159,7 +185,7 @@ if AVAILABLE:
             if relu:
                 for c in range(out.shape[1]):
                     v = per_point[j, c] - centre_term[i, c]
-                    out[r, c] = v if v > 0 else np.float32(0)
+                    out[r, c] = np.float32(0) if v <= 0 else v  # NaN stays NaN, as torch's relu
             else:
                 for c in range(out.shape[1]):
                     out[r, c] = per_point[j, c] - centre_term[i, c]
@@ -254,13 +280,14 @@ def _run(kernel, args: tuple, batch: int, threads: int | None) -> None:
     global _pool, _pool_size
     threads = threads or default_threads()
     spans = _spans(batch, threads)
-    if len(spans) == 1:
-        kernel(*args, 0, batch)
+    if len(spans) <= 1:
+        if spans:
+            kernel(*args, 0, batch)
         return
     with _pool_lock:
+        # A larger pool replaces a smaller one, which is left to end by itself: never shut down
+        # under a caller that may still be submitting to it.
         if _pool is None or _pool_size < len(spans):
-            if _pool is not None:
-                _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(len(spans), thread_name_prefix="t3dnet-grouping")
             _pool_size = len(spans)
         pool = _pool
@@ -298,8 +325,13 @@ def farthest_point_indices(xyz: np.ndarray, npoint: int, start: int = 0) -> np.n
                                  np.array([start]), threads=1)[0]
 
 
+#: The fused ball query is used from this many centre-point pairs per cloud: torch computes smaller
+#: products with another kernel (without fused multiply-adds) whose rounding it would not match.
+FUSED_MIN_PAIRS = 16384
+
+
 def ball_query(points: np.ndarray, centres: np.ndarray, radius: float, nsample: int,
-               threads: int | None = None) -> np.ndarray:
+               threads: int | None = None, fused: bool | None = None) -> np.ndarray:
     """First ``nsample`` points (in index order) within ``radius`` of each centre: (B, S, nsample) int64.
 
     Args:
@@ -307,6 +339,9 @@ def ball_query(points: np.ndarray, centres: np.ndarray, radius: float, nsample: 
         centres: (B, S, 3) float32 centres (points of the clouds, as farthest point sampling picks).
         radius: the ball's radius; a point is inside unless its squared distance is larger than
             ``radius * radius`` rounded to float32 (the eager comparison).
+        fused: compute the distances in the kernel (True) or take torch's products (False); None
+            decides: fused where :func:`fused_distances_match_torch` and the cloud has at least
+            :data:`FUSED_MIN_PAIRS` pairs.
 
     Slots beyond the points found repeat the first one (index 0 when none is inside).
     """
@@ -315,10 +350,43 @@ def ball_query(points: np.ndarray, centres: np.ndarray, radius: float, nsample: 
     b, n = pts.shape[0], pts.shape[1]
     k = min(int(nsample), n)
     out = np.empty((b, ctr.shape[1], k), np.int64)
-    _run(_ball_many, (pts, ctr, np.float32(radius * radius), out), b, threads)
+    r2 = np.float32(radius * radius)
+    if fused is None:
+        fused = ctr.shape[1] * n >= FUSED_MIN_PAIRS and fused_distances_match_torch()
+    if fused:
+        _run(_ball_many, (pts, ctr, r2, out), b, threads)
+    else:
+        _run(_ball_products_many, (*_torch_products(pts, ctr), r2, out), b, threads)
     if k < nsample:
         out = np.concatenate([out, np.repeat(out[..., :1], nsample - k, axis=-1)], axis=-1)
     return out
+
+
+def _torch_products(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``-2 a.b`` and the squared norms exactly as :func:`core.models.ops.square_distance` computes them."""
+    import torch
+
+    p, c = torch.from_numpy(points), torch.from_numpy(centres)
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        return ((-2 * c @ p.transpose(1, 2)).numpy(), c.square().sum(-1).numpy(), p.square().sum(-1).numpy())
+
+
+@functools.cache
+def fused_distances_match_torch() -> bool:
+    """Whether the fused ball query finds torch's neighbours on this machine: checked once per
+    process on lattices whose distances fall on the radii (where any other rounding changes the
+    answer). False where torch's products round otherwise (e.g. a CPU without fused multiply-add):
+    the ball query then takes torch's products."""
+    axis = np.arange(-5, 5, dtype=np.float32) * np.float32(0.1)
+    grid = np.stack(np.meshgrid(axis, axis, axis), -1).reshape(-1, 3)
+    order = np.random.default_rng(0).permutation(len(grid))
+    pts = np.stack([grid[order], grid[order[::-1]]])
+    for s, radius, k in ((512, 0.2, 32), (128, 0.4, 64)):
+        ctr = np.ascontiguousarray(pts[:, :s])
+        if not np.array_equal(ball_query(pts, ctr, radius, k, threads=1, fused=True),
+                              ball_query(pts, ctr, radius, k, threads=1, fused=False)):
+            return False
+    return True
 
 
 def group_rows(xyz: np.ndarray, weight: np.ndarray, bias: np.ndarray, centres: np.ndarray,
@@ -346,7 +414,7 @@ def group_rows(xyz: np.ndarray, weight: np.ndarray, bias: np.ndarray, centres: n
 def unit_sphere(xyz: np.ndarray) -> tuple[np.ndarray, float] | None:
     """``xyz`` (N, 3), N > 0, centred and scaled to the unit sphere as
     :func:`core.data.preprocess.normalize_unit_sphere` computes it, bit for bit (tested), 9x
-    faster on a 1,024-point cloud: (float32 points, radius). None where the kernel does not apply."""
+    faster on a 1,024-point cloud (AMD EPYC): (float32 points, radius). None where it does not apply."""
     a = np.asarray(xyz)
     if not AVAILABLE or a.ndim != 2 or a.shape[1] != 3 or len(a) == 0 or a.dtype not in (np.float32, np.float64):
         return None
@@ -398,7 +466,8 @@ def warm_up() -> None:
         return
     pts = np.random.default_rng(0).random((2, 64, 3), dtype=np.float32)
     farthest_point_sample(pts, 8, threads=1)
-    ball_query(pts, pts[:, :8], 0.3, 4, threads=1)
+    ball_query(pts, pts[:, :8], 0.3, 4, threads=1, fused=True)
+    fused_distances_match_torch()
     group_rows(pts[0], pts[0, :3], pts[0, 0], np.arange(8), np.arange(16), 2, relu=True, threads=1)
     grid_sample(pts[0], 16)
     unit_sphere(pts[0])

@@ -2,8 +2,10 @@
 
 An :class:`Engine` runs one classifier on prepared clouds ``(B, P, 3)`` and returns its logits.
 Sampling and grouping are computed outside any graph, by the model's own
-``compute_grouping(impl="native")`` (compiled kernels, the eager indices); the network then runs
-as the model's :meth:`~core.models.ClassifierBase.inference_module` in one of two runtimes:
+``compute_grouping(impl="native")`` (compiled kernels, the eager indices), and turned into the
+inputs of the model's :meth:`~core.models.ClassifierBase.inference_module` by its
+``grouping_inputs`` (which may compute a first layer too); the module then runs in one of two
+runtimes:
 
 * ``torch``: that module in eager PyTorch (no export, nothing cached);
 * ``onnx``: that module exported to ONNX and run by ONNX Runtime. The exported graph is cached in
@@ -18,8 +20,8 @@ as the model's :meth:`~core.models.ClassifierBase.inference_module` in one of tw
 and keeps the faster; :attr:`Engine.measured_ms` says what was measured. With more than one thread
 it also measures ONNX Runtime on one thread for a single cloud (:data:`ONNX_ONE_THREAD`): a thin
 network's operators are too small to share, and waking a second thread can cost more than it
-saves. When that wins, single clouds use a one-thread session and batches the one with every
-thread. The choice is remembered in
+saves. When that wins by :data:`ONE_THREAD_MARGIN`, single clouds use a one-thread session and
+batches the one with every thread. The choice is remembered in
 the same cache folder, keyed by the model's fingerprint, the export code, the library versions, the
 CPU and the thread count, so later loads of the same model on the same machine take the same
 runtime without measuring again (and without building the other one); ``remeasure=True`` measures
@@ -49,7 +51,10 @@ from core.models import ClassifierBase
 RUNTIMES = ("torch", "onnx")
 RUNTIME_CHOICES = ("auto", *RUNTIMES)
 #: ``auto``'s name for ONNX Runtime on one thread for single clouds (in :attr:`Engine.measured_ms`).
-ONNX_ONE_THREAD = "onnx, 1 thread"
+ONNX_ONE_THREAD = "onnx (1 thread)"
+#: How much faster than ONNX Runtime on every thread the one-thread session must measure to be kept
+#: (the choice is remembered: a win within the measurement's noise would be kept for good).
+ONE_THREAD_MARGIN = 0.9
 #: Bump when the exported graph changes in a way the source files below do not show (a new
 #: dependency's behaviour): cached graphs of another version are never used.
 EXPORT_VERSION = 1
@@ -88,7 +93,9 @@ class Engine:
     def logits(self, points: np.ndarray, profile: dict | None = None) -> np.ndarray:
         """Logits (B, C) for prepared clouds ``points`` (B, P, 3) float32.
 
-        ``profile``: seconds spent in ``grouping`` and ``network`` are added to it.
+        ``profile``: seconds spent in ``grouping`` (sampling, grouping and the module's
+        :meth:`~core.models.base.InferenceModule.grouping_inputs`, e.g. a first level computed
+        outside the graph) and ``network`` are added to it.
         """
         x = np.ascontiguousarray(points, dtype=np.float32)
         if x.ndim != 3 or x.shape[2] != 3:
@@ -201,7 +208,9 @@ def create_engine(model: ClassifierBase, runtime: str = "auto", source: str | os
         engine = next(iter(engines.values()))
     else:
         measured = _measure({k: (lambda e=e: e.logits(probe)) for k, e in engines.items()}, AUTO_ROUNDS)
-        engine = engines[min(measured, key=measured.get)]
+        if ONNX_ONE_THREAD in measured and measured[ONNX_ONE_THREAD] > ONE_THREAD_MARGIN * measured["onnx"]:
+            del engines[ONNX_ONE_THREAD]  # not clearly faster (still reported in measured_ms)
+        engine = engines[min(engines, key=measured.get)]
         engine.measured_ms = {k: v * 1e3 for k, v in measured.items()}
         engine.exported = any(e.exported for e in engines.values())
         if choice_path is not None:

@@ -6,7 +6,8 @@
 Each model is evaluated on the full test split in float32 and again after a float16 round trip;
 float16 is kept when overall accuracy moves by at most ``--tolerance`` (default 0.1 points).
 The bundled weights are also evaluated on the partial-view benchmark at its default severity
-(``evaluate --views partial``). Each bundled model is then calibrated for its in-vocabulary decision (``main.py calibrate``: a fixed
+(``evaluate --views partial``; ``partial`` in models.json, as ``main.py report`` records it).
+Each bundled model is then calibrated for its in-vocabulary decision (``main.py calibrate``: a fixed
 slice of the training split, never the test split) and carries its threshold. The measured numbers
 go to assets/models/models.json (read by docs/MODEL_CARD.md's author and the app's model info).
 
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
             "oa_fp32": full["oa"], "macc_fp32": full["macc"],
             "oa_fp16": half["oa"], "macc_fp16": half["macc"],
             "n": full["n"],
-            "partial_oa": partial["oa"], "partial_macc": partial["macc"], "partial_severity": partial["severity"],
+            "partial": {"oa": partial["oa"], "macc": partial["macc"], "severity": partial["severity"], "n": partial["n"]},
             "params": count_parameters(model), "macs": count_macs(model),
             "size_bytes": dest.stat().st_size,
             "vocabulary": vocabulary,

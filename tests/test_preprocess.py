@@ -179,6 +179,7 @@ def test_unit_sphere_kernel_gives_numpys_bits(monkeypatch):
     rng = np.random.default_rng(0)
     clouds = [(rng.normal(size=(int(rng.integers(2, 3000)), 3)) * rng.uniform(0.01, 100, 3)
                + rng.normal(size=3) * 10).astype(dtype) for dtype in (np.float32, np.float64) for _ in range(50)]
+    assert native.unit_sphere(clouds[0]) is not None  # the kernel applies here
     fast = [normalize_unit_sphere(c) for c in clouds]
     monkeypatch.setattr(native, "AVAILABLE", False)
     for c, f in zip(clouds, fast):

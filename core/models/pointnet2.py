@@ -291,8 +291,9 @@ class PointNet2Inference(InferenceModule):
             out.append(flat_centres)
             for br, nb in zip(level["branches"], g["neighbours"]):
                 flat_nb = (nb + offset.unsqueeze(2)).reshape(-1)
-                if level["rows_given"]:
-                    out.append(self._first_rows(br["layers"], xyz, flat_centres, flat_nb, nb.shape[-1]))
+                if level["rows_given"]:  # (one cloud's rows: too few to share between threads)
+                    out.append(self._first_rows(br["layers"], xyz, flat_centres, flat_nb, nb.shape[-1],
+                                                threads=1 if len(points) == 1 else None))
                 else:
                     out.append(flat_nb)
                     out.append(torch.arange(centres.numel()).repeat_interleave(nb.shape[-1]))
@@ -300,16 +301,16 @@ class PointNet2Inference(InferenceModule):
         return out
 
     def _first_rows(self, layers_: list, xyz: torch.Tensor, centres: torch.Tensor, neighbours: torch.Tensor,
-                    k: int) -> torch.Tensor:
+                    k: int, threads: int | None) -> torch.Tensor:
         """The first level's grouped rows: its first layer applied to each point, less the centre's
         term (``W (x_j - c_i) + b``), one row per neighbour slot, then that layer's activation unless
-        it is the MLP's last (which runs after the max)."""
+        it is the MLP's last (which runs after the max). ``threads``: the kernel's (None: torch's)."""
         name, act = layers_[0]
         act = act if len(layers_) > 1 else "none"
         w_xyz, b = getattr(self, name + "_xyz"), getattr(self, name + "_b")
         if native.AVAILABLE and xyz.device.type == "cpu" and xyz.dtype == torch.float32 and act in ("relu", "none"):
             return torch.from_numpy(native.group_rows(xyz.numpy(), w_xyz.numpy(), b.numpy(), centres.numpy(),
-                                                      neighbours.numpy(), k, relu=act == "relu"))
+                                                      neighbours.numpy(), k, relu=act == "relu", threads=threads))
         per_point = torch.addmm(b, xyz, w_xyz)
         rows = per_point.index_select(0, neighbours) - (xyz.index_select(0, centres) @ w_xyz).repeat_interleave(k, 0)
         return activation(rows, act)
