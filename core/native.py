@@ -179,16 +179,18 @@ if AVAILABLE:
 
     @_jit
     def _rows_many(per_point, centre_term, neighbours, k, relu, out, lo, hi):  # pragma: no cover - compiled
-        for r in range(lo, hi):
-            j = neighbours[r]
-            i = r // k
-            if relu:
-                for c in range(out.shape[1]):
-                    v = per_point[j, c] - centre_term[i, c]
-                    out[r, c] = np.float32(0) if v <= 0 else v  # NaN stays NaN, as torch's relu
-            else:
-                for c in range(out.shape[1]):
-                    out[r, c] = per_point[j, c] - centre_term[i, c]
+        """Groups ``[lo, hi)``: their ``k`` rows each."""
+        c_out = out.shape[1]
+        for i in range(lo, hi):
+            for r in range(i * k, i * k + k):
+                j = neighbours[r]
+                if relu:
+                    for c in range(c_out):
+                        v = per_point[j, c] - centre_term[i, c]
+                        out[r, c] = np.float32(0) if v <= 0 else v  # NaN stays NaN, as torch's relu
+                else:
+                    for c in range(c_out):
+                        out[r, c] = per_point[j, c] - centre_term[i, c]
 
     @_jit
     def _unit_sphere(a, out):  # pragma: no cover - compiled
@@ -407,7 +409,7 @@ def group_rows(xyz: np.ndarray, weight: np.ndarray, bias: np.ndarray, centres: n
     _affine(np.ascontiguousarray(pts[centres]), w, np.zeros(w.shape[1], np.float32), centre_term)
     nb = np.ascontiguousarray(neighbours, dtype=np.int64)
     out = np.empty((len(nb), w.shape[1]), np.float32)
-    _run(_rows_many, (per_point, centre_term, nb, int(k), bool(relu), out), len(nb), threads)
+    _run(_rows_many, (per_point, centre_term, nb, int(k), bool(relu), out), len(centre_term), threads)
     return out
 
 
