@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     head = ["# Real files: measured", "",
             "What the up-axis estimate, the scene check and the in-vocabulary decision do on data with a known "
             "answer. Regenerate with:", "", f"    {cmd}", "",
-            f"Measured {started} on {machine_line()}, {args.threads} threads, "
+            f"Measured {started} on {machine_line()}, {args.threads} thread{'s' * (args.threads != 1)}, "
             f"Python {platform.python_version()}.", ""]
     Path(args.out).write_text("\n".join(head + body) + "\n")
     print("\n".join(head + body))
