@@ -380,9 +380,9 @@ METHOD = """## Method
   to leave just over 1,024 cells (compiled kernel), a random 1,024 of those, up axis, unit sphere.
 * **`latency_ms`**: the model on the prepared points (sampling, grouping, network, softmax);
   **`end_to_end_ms`**: preprocessing + `latency_ms`, from the points in memory to the probabilities
-  (file reading and the input analysis excluded; the analysis is `analysis_ms`). Each model is timed
-  on a call right after an untimed one on the same cloud (its steady state, whichever model ran
-  before); the preprocessing kernel is warmed before its first timed use.
+  (file reading and the input analysis excluded; the analysis is `analysis_ms`). Both after a warm-up
+  call (engines are warmed when they load; the preprocessing kernel before its first timed use); the
+  student runs right after the teacher, as in `predict` and the app.
 * MACs (13.8 M student, 837.5 M teacher) follow docs/BENCHMARKS_MODELS.md's convention; sampling and
   grouping cost about 1.2 M pairwise distances per cloud for both models, the same at every width.
 """

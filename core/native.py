@@ -14,7 +14,7 @@ at inference, and a few other passes over points.
   per centre, then the first ``nsample`` points inside the radius in index order. No ``(S, N)``
   distance matrix is stored: a batch's would not stay in the cache. Where torch rounds its products
   otherwise (small ones; a CPU without fused multiply-add: :func:`fused_distances_match_torch`), it
-  takes torch's products instead.
+  scans torch's own distances instead.
 * :func:`group_rows`: a grouped linear layer on points (a network's first level, outside its graph).
 * :func:`grid_sample` and :func:`unit_sphere`: preprocessing (:mod:`core.data.preprocess`).
 
@@ -157,16 +157,15 @@ if AVAILABLE:
             _ball_one(points[b], centres[b], r2, out[b])
 
     @_jit
-    def _ball_products_many(mm, asq, bsq, r2, out, lo, hi):  # pragma: no cover - compiled
-        """The same from torch's ``-2 a.b`` products ``mm`` (B, S, N) and squared norms."""
-        n = mm.shape[2]
+    def _ball_distances_many(dist, r2, out, lo, hi):  # pragma: no cover - compiled
+        """The same from torch's squared distances ``dist`` (B, S, N)."""
+        n = dist.shape[2]
         inside = np.empty(n, np.int32)
         found = np.empty(out.shape[2] + 16, np.int64)
         for b in range(lo, hi):
-            for i in range(mm.shape[1]):
-                a = asq[b, i]
+            for i in range(dist.shape[1]):
                 for j in range(n):
-                    inside[j] = not ((mm[b, i, j] + a) + bsq[b, j] > r2)
+                    inside[j] = not (dist[b, i, j] > r2)
                 _first_inside(inside, found, out[b, i])
 
     @_jit
@@ -341,7 +340,7 @@ def ball_query(points: np.ndarray, centres: np.ndarray, radius: float, nsample: 
         centres: (B, S, 3) float32 centres (points of the clouds, as farthest point sampling picks).
         radius: the ball's radius; a point is inside unless its squared distance is larger than
             ``radius * radius`` rounded to float32 (the eager comparison).
-        fused: compute the distances in the kernel (True) or take torch's products (False); None
+        fused: compute the distances in the kernel (True) or take torch's (False); None
             decides: fused where :func:`fused_distances_match_torch` and the cloud has at least
             :data:`FUSED_MIN_PAIRS` pairs.
 
@@ -358,19 +357,15 @@ def ball_query(points: np.ndarray, centres: np.ndarray, radius: float, nsample: 
     if fused:
         _run(_ball_many, (pts, ctr, r2, out), b, threads)
     else:
-        _run(_ball_products_many, (*_torch_products(pts, ctr), r2, out), b, threads)
+        import torch
+
+        from core.models.ops import square_distance
+
+        dist = square_distance(torch.from_numpy(ctr), torch.from_numpy(pts)).numpy()
+        _run(_ball_distances_many, (dist, r2, out), b, threads)
     if k < nsample:
         out = np.concatenate([out, np.repeat(out[..., :1], nsample - k, axis=-1)], axis=-1)
     return out
-
-
-def _torch_products(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``-2 a.b`` and the squared norms exactly as :func:`core.models.ops.square_distance` computes them."""
-    import torch
-
-    p, c = torch.from_numpy(points), torch.from_numpy(centres)
-    with torch.no_grad(), torch.autocast("cpu", enabled=False):
-        return ((-2 * c @ p.transpose(1, 2)).numpy(), c.square().sum(-1).numpy(), p.square().sum(-1).numpy())
 
 
 @functools.cache
@@ -378,7 +373,7 @@ def fused_distances_match_torch() -> bool:
     """Whether the fused ball query finds torch's neighbours on this machine: checked once per
     process on lattices whose distances fall on the radii (where any other rounding changes the
     answer). False where torch's products round otherwise (e.g. a CPU without fused multiply-add):
-    the ball query then takes torch's products."""
+    the ball query then scans torch's own distances."""
     axis = np.arange(-5, 5, dtype=np.float32) * np.float32(0.1)
     grid = np.stack(np.meshgrid(axis, axis, axis), -1).reshape(-1, 3)
     order = np.random.default_rng(0).permutation(len(grid))

@@ -426,4 +426,4 @@ def test_ball_query_takes_torchs_products_where_the_fused_distances_would_differ
     monkeypatch.setattr(native, "_run", lambda kernel, *a, **k: (calls.append(kernel), real(kernel, *a, **k)))
     monkeypatch.setattr(native, "fused_distances_match_torch", lambda: False)  # e.g. a CPU without FMA
     np.testing.assert_array_equal(native.ball_query(points, centres, 0.2, 32), eager)
-    assert calls == [native._ball_products_many]
+    assert calls == [native._ball_distances_many]
