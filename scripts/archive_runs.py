@@ -1,7 +1,7 @@
 """Copy the small, self-describing part of finished runs into the repository (``docs/runs/``).
 
 Run directories live outside the work tree and a machine may not come back; their reports
-(``report.json`` with every epoch's metrics, ``report.md``, ``job.yaml``) are a few KiB each and
+(``report.json`` with every epoch's metrics, ``report.md``, ``job.yaml``, ``partial.json``) are a few KiB each and
 are what ``scripts/results.py`` needs for its tables and curves. Checkpoints are not copied.
 
     python scripts/archive_runs.py ~/runs/comparison docs/runs/comparison20
@@ -21,7 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
-FILES = ("report.json", "report.md", "job.yaml")
+FILES = ("report.json", "report.md", "job.yaml", "partial.json")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -73,6 +73,9 @@ def archive(source: Path, dest: Path) -> list[Path]:
         if data.get("stages"):
             data["stages"] = [_relative(Path(s), run) for s in data["stages"]]
         (target / "report.json").write_text(json.dumps(_portable(data), indent=1))
+        if (target / "partial.json").is_file():
+            partial = json.loads((target / "partial.json").read_text())
+            (target / "partial.json").write_text(json.dumps(_portable(partial), indent=1))
         if (target / "job.yaml").is_file():
             (target / "job.yaml").write_text(portable_paths_in((target / "job.yaml").read_text()))
         copied.append(target)

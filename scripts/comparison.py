@@ -7,6 +7,9 @@ until all runs are done. Jobs run one at a time as ``main.py`` subprocesses.
     python scripts/comparison.py --data ../shared/data/modelnet40_npy1024 \
         --teacher assets/models/teacher.pt --root ~/runs/comparison --epochs 20 --seeds 0 1
 
+With ``--evaluate-partial`` every finished run is also evaluated on the partial-view benchmark
+(``main.py evaluate --views partial``, its default severity) into ``partial.json`` beside its report.
+
 Budget: every method trains the student for ``--epochs`` epochs in total; T3DNet splits them
 into NetAug (half) then distillation (half), on one cosine schedule (``t3dnet``) or with the
 schedule restarted at stage 2 (``t3dnet_restart``). NetAug, e2e and DML make two forward/backward
@@ -70,6 +73,24 @@ def command(method: str, args, seed: int, out: Path) -> list[str]:
     return argv
 
 
+def evaluate_partial(run: Path, data: str) -> int:
+    """Write ``run/partial.json``: the run's final model on the partial-view benchmark (once); 1 on failure."""
+    out = run / "partial.json"
+    if out.is_file():
+        return 0
+    argv = [sys.executable, str(ROOT / "main.py"), "evaluate", "--checkpoint", str(run), "--data", data,
+            "--views", "partial", "--json"]
+    print(f"evaluate {run.parent.name} {run.name} on partial views", flush=True)
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"FAILED   partial-view evaluation of {run} (exit {r.returncode}): {r.stderr.strip()[-300:]}")
+        return 1
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(r.stdout)
+    tmp.replace(out)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
@@ -89,6 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--partial-prob", type=float, default=0.0,
                    help="share of training samples replaced by single-viewpoint partial views")
     p.add_argument("--precision", default=None, help="fp32 | bf16 | auto (default: the preset's)")
+    p.add_argument("--evaluate-partial", action="store_true",
+                   help="also evaluate each finished run on the partial-view benchmark (partial.json in its folder)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)
     root = Path(args.root).expanduser()
@@ -98,6 +121,8 @@ def main(argv=None) -> int:
             out = root / method / f"seed{seed}"
             if (out / "report.json").is_file():
                 print(f"done     {method} seed {seed}")
+                if args.evaluate_partial and not args.dry_run:
+                    failures += evaluate_partial(out, args.data)
                 continue
             resumable = (out / "job.yaml").is_file()
             argv_ = ([sys.executable, str(ROOT / "main.py"), "resume", str(out), "--events", "none"]
@@ -112,6 +137,8 @@ def main(argv=None) -> int:
             if r.returncode != 0:
                 failures += 1
                 print(f"FAILED   {method} seed {seed} (exit {r.returncode})")
+            elif args.evaluate_partial:
+                failures += evaluate_partial(out, args.data)
     return 1 if failures else 0
 
 

@@ -4,7 +4,8 @@
 
 Reads every ``<root>/<method>/seed<k>/report.json``; prints OA and mean class accuracy as
 mean +- sample standard deviation over the seeds found (final epoch, no voting), parameters,
-MACs and the epoch budget. The plot shows test OA per epoch of every method (the mean over its seeds; for
+MACs and the epoch budget; where every run has a ``partial.json`` (``comparison.py --evaluate-partial``)
+also its partial-view OA. The plot shows test OA per epoch of every method (the mean over its seeds; for
 T3DNet both stages are concatenated).
 """
 
@@ -59,16 +60,29 @@ def fmt(values: list[float]) -> str:
     return f"{m:.2f}"
 
 
+def _partial(rep: dict) -> dict | None:
+    """The run's partial-view evaluation (``partial.json`` from ``comparison.py --evaluate-partial``), if any."""
+    f = rep["_run"] / "partial.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
 def table(results: dict[str, list[dict]]) -> str:
-    lines = ["| method | OA % | mAcc % | seeds | OA % per seed | student epochs | params | MACs |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    partial = all(_partial(r) for reps in results.values() for r in reps)
+    extra = " partial-view OA % | partial OA % per seed |" if partial else ""
+    lines = ["| method | OA % | mAcc % | seeds | OA % per seed |" + extra + " student epochs | params | MACs |",
+             "| --- | --- | --- | --- | --- |" + (" --- | --- |" if partial else "") + " --- | --- | --- |"]
     for method in [m for m in ORDER if m in results] + [m for m in results if m not in ORDER]:
         reps = results[method]
         epochs = sum(json.loads((s / "report.json").read_text())["epochs"] for s in _stage_dirs(reps[0]["_run"], reps[0])) \
             if reps[0].get("stages") else reps[0]["epochs"]
         per_seed = ", ".join(f"{r['_run'].name.replace('seed', 's')}: {r['oa'] * 100:.2f}" for r in reps)
+        cells = ""
+        if partial:
+            p_oa = [_partial(r)["oa"] for r in reps]
+            cells = (f" {fmt(p_oa)} | " + ", ".join(f"{r['_run'].name.replace('seed', 's')}: {v * 100:.2f}"
+                                                    for r, v in zip(reps, p_oa)) + " |")
         lines.append(f"| {LABELS.get(method, method)} | {fmt([r['oa'] for r in reps])} | {fmt([r['macc'] for r in reps])} "
-                     f"| {len(reps)} | {per_seed} | {epochs} | {reps[0]['params']:,} | {reps[0]['macs'] / 1e6:.1f} M |")
+                     f"| {len(reps)} | {per_seed} |{cells} {epochs} | {reps[0]['params']:,} | {reps[0]['macs'] / 1e6:.1f} M |")
     return "\n".join(lines)
 
 

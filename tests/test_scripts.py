@@ -58,6 +58,26 @@ def test_archived_runs_give_the_same_table_and_curves_without_the_run_directorie
     assert "| scratch | 86.00 ± 1.41 | 81.00 ± 1.41 | 2 | s0: 85.00, s1: 87.00 |" in before
 
 
+def test_partial_view_results_show_when_every_run_has_them(tmp_path):
+    archive_runs, results = _script("archive_runs"), _script("results")
+    live = tmp_path / "runs" / "comparison"
+    for seed, oa in enumerate([0.86, 0.88]):
+        _report(live / "scratch" / f"seed{seed}", [0.5, oa])
+    assert "partial" not in results.table(results.collect(live))  # none has its partial views yet
+    for seed, partial in enumerate([0.71, 0.75]):
+        (live / "scratch" / f"seed{seed}" / "partial.json").write_text(
+            json.dumps({"oa": partial, "checkpoint": str(live / "scratch" / f"seed{seed}" / "model.pt")}))
+    table = results.table(results.collect(live))
+    assert "partial-view OA %" in table.splitlines()[0]
+    assert "| 73.00 ± 2.83 | s0: 71.00, s1: 75.00 |" in table
+    archive_runs.archive(live, tmp_path / "docs" / "runs")
+    shutil.rmtree(tmp_path / "runs")
+    archived = tmp_path / "docs" / "runs"
+    assert results.table(results.collect(archived)) == table
+    kept = json.loads((archived / "scratch" / "seed0" / "partial.json").read_text())
+    assert not Path(kept["checkpoint"]).is_absolute()
+
+
 def test_cli_reference_is_current():
     """docs/CLI_REFERENCE.md is the parser's own help; regenerate it with scripts/cli_reference.py."""
     mod = _script("cli_reference")
