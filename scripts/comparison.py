@@ -121,23 +121,23 @@ def main(argv=None) -> int:
             out = root / method / f"seed{seed}"
             if (out / "report.json").is_file():
                 print(f"done     {method} seed {seed}")
-                if args.evaluate_partial and not args.dry_run:
-                    failures += evaluate_partial(out, args.data)
-                continue
-            resumable = (out / "job.yaml").is_file()
-            argv_ = ([sys.executable, str(ROOT / "main.py"), "resume", str(out), "--events", "none"]
-                     if resumable else command(method, args, seed, out))
-            print(("resume   " if resumable else "start    ") + f"{method} seed {seed}: {' '.join(argv_[1:])}", flush=True)
-            if args.dry_run:
-                continue
-            r = subprocess.run(argv_, cwd=ROOT)
-            if r.returncode == 130:
-                print("interrupted: run the script again to resume")
-                return 130
-            if r.returncode != 0:
-                failures += 1
-                print(f"FAILED   {method} seed {seed} (exit {r.returncode})")
-            elif args.evaluate_partial:
+            else:
+                resumable = (out / "job.yaml").is_file()
+                argv_ = ([sys.executable, str(ROOT / "main.py"), "resume", str(out), "--events", "none"]
+                         if resumable else command(method, args, seed, out))
+                print(("resume   " if resumable else "start    ") + f"{method} seed {seed}: {' '.join(argv_[1:])}",
+                      flush=True)
+                if args.dry_run:
+                    continue
+                r = subprocess.run(argv_, cwd=ROOT)
+                if r.returncode == 130:
+                    print("interrupted: run the script again to resume")
+                    return 130
+                if r.returncode != 0:
+                    failures += 1
+                    print(f"FAILED   {method} seed {seed} (exit {r.returncode})")
+                    continue
+            if args.evaluate_partial and not args.dry_run:
                 failures += evaluate_partial(out, args.data)
     return 1 if failures else 0
 

@@ -49,6 +49,8 @@ def collect(root: Path) -> dict[str, list[dict]]:
             if (run / "report.json").is_file():
                 rep = json.loads((run / "report.json").read_text())
                 rep["_run"] = run
+                partial = run / "partial.json"  # comparison.py --evaluate-partial
+                rep["_partial"] = json.loads(partial.read_text()) if partial.is_file() else None
                 out.setdefault(method_dir.name, []).append(rep)
     return out
 
@@ -60,14 +62,12 @@ def fmt(values: list[float]) -> str:
     return f"{m:.2f}"
 
 
-def _partial(rep: dict) -> dict | None:
-    """The run's partial-view evaluation (``partial.json`` from ``comparison.py --evaluate-partial``), if any."""
-    f = rep["_run"] / "partial.json"
-    return json.loads(f.read_text()) if f.is_file() else None
+def _per_seed(reps: list[dict], values: list[float]) -> str:
+    return ", ".join(f"{r['_run'].name.replace('seed', 's')}: {v * 100:.2f}" for r, v in zip(reps, values))
 
 
 def table(results: dict[str, list[dict]]) -> str:
-    partial = all(_partial(r) for reps in results.values() for r in reps)
+    partial = all(r["_partial"] for reps in results.values() for r in reps)
     extra = " partial-view OA % | partial OA % per seed |" if partial else ""
     lines = ["| method | OA % | mAcc % | seeds | OA % per seed |" + extra + " student epochs | params | MACs |",
              "| --- | --- | --- | --- | --- |" + (" --- | --- |" if partial else "") + " --- | --- | --- |"]
@@ -75,12 +75,11 @@ def table(results: dict[str, list[dict]]) -> str:
         reps = results[method]
         epochs = sum(json.loads((s / "report.json").read_text())["epochs"] for s in _stage_dirs(reps[0]["_run"], reps[0])) \
             if reps[0].get("stages") else reps[0]["epochs"]
-        per_seed = ", ".join(f"{r['_run'].name.replace('seed', 's')}: {r['oa'] * 100:.2f}" for r in reps)
+        per_seed = _per_seed(reps, [r["oa"] for r in reps])
         cells = ""
         if partial:
-            p_oa = [_partial(r)["oa"] for r in reps]
-            cells = (f" {fmt(p_oa)} | " + ", ".join(f"{r['_run'].name.replace('seed', 's')}: {v * 100:.2f}"
-                                                    for r, v in zip(reps, p_oa)) + " |")
+            p_oa = [r["_partial"]["oa"] for r in reps]
+            cells = f" {fmt(p_oa)} | {_per_seed(reps, p_oa)} |"
         lines.append(f"| {LABELS.get(method, method)} | {fmt([r['oa'] for r in reps])} | {fmt([r['macc'] for r in reps])} "
                      f"| {len(reps)} | {per_seed} |{cells} {epochs} | {reps[0]['params']:,} | {reps[0]['macs'] / 1e6:.1f} M |")
     return "\n".join(lines)
