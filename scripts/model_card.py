@@ -70,6 +70,9 @@ def main(argv=None) -> int:
         ("file size", f"{t['size_bytes'] / 1024:.0f} KiB", f"{s['size_bytes'] / 1024:.0f} KiB"),
         (f"CPU latency, batch 1, eager, median ({time.strftime('%Y-%m-%d')})", f"{lat['teacher']:.1f} ms", f"{lat['student']:.1f} ms"),
     ]
+    if "partial" in t and "partial" in s:  # recorded by scripts/bundle_models.py
+        rows.insert(3, (f"partial-view OA / mAcc, severity {t['partial']['severity']} (PARTIAL_VIEWS.md)",
+                        *(f"{r['partial']['oa'] * 100:.2f}% / {r['partial']['macc'] * 100:.2f}%" for r in (t, s))))
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines += ["", "Per-class accuracy on the test split (bundled weights):", "",
               "| class | shapes | teacher | student |", "| --- | ---: | ---: | ---: |"]
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
         elif all((src / f).is_dir() for f in folders):  # a t3dnet run directory
             stage_dirs = [src / f for f in folders]
         for d in stage_dirs:
-            cfg = (d / "job.yaml").read_text() if (d / "job.yaml").is_file() else ""
+            cfg = portable_paths_in((d / "job.yaml").read_text()) if (d / "job.yaml").is_file() else ""
             eps = _epochs(d)
             lines += [f"### {d.name}", ""]
             if cfg:

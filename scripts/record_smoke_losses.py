@@ -22,7 +22,9 @@ LOSS_KEYS = ("loss", "task_loss", "aug_loss", "kd_loss")
 
 
 def smoke_losses(data: str, run_dir: Path) -> list[dict]:
-    """Every step's losses of ``compress --preset smoke --seed 0`` on one thread, fp32."""
+    """Every step's losses of ``compress --preset smoke --seed 0`` on one thread, fp32, distilling from
+    the complete-shape teacher (``assets/models/complete/``: a fixed file, so re-bundling the default
+    pair does not move the record)."""
     import torch
 
     from core.engine.config import load_config
@@ -32,7 +34,7 @@ def smoke_losses(data: str, run_dir: Path) -> list[dict]:
     threads = torch.get_num_threads()
     cfg = load_config("smoke", overrides={"job": "t3dnet", "model": "pointnet2_ssg", "width": 0.125,
                                           "data": data, "seed": 0, "threads": 1, "precision": "fp32",
-                                          "distill": {"teacher": str(ROOT / "assets" / "models" / "teacher.pt")}})
+                                          "distill": {"teacher": str(ROOT / "assets" / "models" / "complete" / "teacher.pt")}})
     events: list = []
     try:
         run_job(cfg, run_dir, sink=events.append)
