@@ -26,6 +26,12 @@ from core.errors import T3DError
 #: read ahead of the models few, so an unreadable file is reported soon.
 BATCH_SIZE = 16
 
+#: A folder's up axis: the first files of a folder whose axis is estimated are estimated one by
+#: one; when at least FOLDER_AXIS_AGREE of the first FOLDER_AXIS_SAMPLE agree, the folder's other
+#: files take that axis without an estimate of their own (see :class:`FolderUpAxis`).
+FOLDER_AXIS_SAMPLE = 8
+FOLDER_AXIS_AGREE = 7
+
 #: Columns of the CSV table (:func:`write_csv`); probabilities are fractions, ``agree`` is true/false.
 CSV_COLUMNS = ("file", "teacher_class", "teacher_prob", "student_class", "student_prob", "agree", "error")
 
@@ -81,6 +87,50 @@ class Timings:
         return ", ".join(f"{name} {s:.1f} s" for name, s in steps if s or name != "objects")
 
 
+class FolderUpAxis:
+    """The up axis of the files of one folder, estimated once for the folder.
+
+    Files that sit in one folder come from one source and share its convention, and one estimate
+    per file costs six forward passes of the estimator's network. So the first
+    :data:`FOLDER_AXIS_SAMPLE` files of a folder that need an estimate (no axis from the user or the
+    format, not a scene) are estimated one by one; if at least :data:`FOLDER_AXIS_AGREE` of them agree,
+    the folder's later files take that axis (source ``estimated``, no scores of their own, a note
+    says so). Otherwise every file keeps its own estimate.
+    """
+
+    def __init__(self, estimate) -> None:
+        self._estimate = estimate
+        self._sampled: dict[str, list[str]] = {}
+
+    def folder_axis(self, folder: str) -> str | None:
+        """The axis decided for ``folder`` by its first :data:`FOLDER_AXIS_SAMPLE` estimates, or None
+        (not yet, or they do not agree: then never)."""
+        axes = self._sampled.get(folder, [])
+        if len(axes) < FOLDER_AXIS_SAMPLE:
+            return None
+        axis = max(set(axes), key=axes.count)
+        return axis if axes.count(axis) >= FOLDER_AXIS_AGREE else None
+
+    def estimator(self, path: str, notes: list[str]):
+        """The ``xyz -> (axis, scores)`` estimate for the file ``path``; a note goes to ``notes``
+        when the file takes its folder's axis."""
+        folder = os.path.dirname(os.path.abspath(path))
+
+        def estimate(xyz):
+            axis = self.folder_axis(folder)
+            if axis is not None:
+                notes.append(f"up axis {axis}: its folder's, estimated on its first {FOLDER_AXIS_SAMPLE} files "
+                             f"({self._sampled[folder].count(axis)} agree)")
+                return axis, {}
+            axis, scores = self._estimate(xyz)
+            sample = self._sampled.setdefault(folder, [])
+            if len(sample) < FOLDER_AXIS_SAMPLE:  # only the first files vote
+                sample.append(axis)
+            return axis, scores
+
+        return estimate
+
+
 def error_line(exc: BaseException) -> str:
     """One line for a file that could not be read or analysed (ours already are; others get their type)."""
     text = " ".join(str(exc).split())
@@ -94,8 +144,8 @@ def predict_files(comp, files: Iterable[str], top: int = 5, up: str = "auto", ch
                   timings: Timings | None = None) -> Iterator[dict]:
     """Both models on each file, one answer per file, in order.
 
-    Each file is read, analysed (:meth:`Comparison.analyze`: up axis, scene check) and prepared on its
-    own; the prepared clouds then go through each model ``batch_size`` at a time
+    Each file is read, analysed (:meth:`Comparison.analyze`: up axis, with :class:`FolderUpAxis`,
+    and scene check) and prepared on its own; the prepared clouds then go through each model ``batch_size`` at a time
     (:meth:`Comparison.predict_many`). An answer is ``{"path": file, **predict --json object}``, or
     ``{"path": file, "error": one line}`` when the file could not be read, analysed or prepared.
     With ``objects``, a file whose objects cannot be found keeps its answer, with ``objects_error``
@@ -114,6 +164,7 @@ def predict_files(comp, files: Iterable[str], top: int = 5, up: str = "auto", ch
 
     warm_up_preprocessing(num_points)  # each file's preparation is timed (end_to_end_ms)
     t = timings if timings is not None else Timings()
+    folder_axes = FolderUpAxis(comp.estimate_up_axis)
     pending: list[dict] = []  # in file order: an error answer, or what the batch needs for an answer
     prepared = 0
     for path in files:
@@ -121,7 +172,9 @@ def predict_files(comp, files: Iterable[str], top: int = 5, up: str = "auto", ch
             t0 = time.perf_counter()
             cloud = load_point_cloud(path, channels=channels)
             t1 = time.perf_counter()
-            info = comp.analyze(cloud, up)
+            notes: list[str] = []
+            info = comp.analyze(cloud, up, estimate=folder_axes.estimator(path, notes))
+            info["notes"] += notes
             t2 = time.perf_counter()
             up_axis, support = info.pop("_up"), info.pop("_support")
             pts = prepare_points(cloud.xyz, num_points=num_points, up_axis=up_axis.axis)

@@ -64,7 +64,7 @@ class LoadedModel:
         model.eval()
         return cls(model, ck["path"], list(ck["class_names"]), count_parameters(model),
                    count_macs(model), Path(ck["path"]).stat().st_size, dict(ck.get("metrics", {})),
-                   VocabularyCalibration.from_dict(ck.get(CHECKPOINT_KEY)),
+                   VocabularyCalibration.from_dict(ck.get(CHECKPOINT_KEY), num_classes=len(ck["class_names"])),
                    create_engine(model, runtime, source=ck["path"], threads=threads))
 
     @property
@@ -118,7 +118,7 @@ class LoadedModel:
             "runtime": self.runtime,
             "top": self.top_classes(probs, top),
             "in_vocabulary": in_vocabulary,
-            "vocabulary": None if self.vocabulary is None else self.vocabulary.to_dict(),
+            "vocabulary": None if self.vocabulary is None else self.vocabulary.summary(),
         }
 
 
@@ -254,9 +254,9 @@ class Comparison:
                      for m in (self.teacher, self.student))
         return _pick_axis({a: float(e) for a, e in zip(UP_AXES, energy)})
 
-    def analyze(self, cloud, up: str = "auto", scene_params=None) -> dict:
-        """:func:`analyze_cloud` with this comparison's up-axis estimate."""
-        return analyze_cloud(cloud, up, self.estimate_up_axis, scene_params)
+    def analyze(self, cloud, up: str = "auto", scene_params=None, estimate=None) -> dict:
+        """:func:`analyze_cloud` with this comparison's up-axis estimate (or ``estimate``, one built on it)."""
+        return analyze_cloud(cloud, up, estimate or self.estimate_up_axis, scene_params)
 
     def predict_cloud(self, cloud, up: str = "auto", top: int = 5, objects: bool = False,
                       num_points: int = 1024) -> dict:
@@ -391,39 +391,79 @@ def candidate_views(xyz: np.ndarray, num_points: int = 1024) -> np.ndarray:
 
 
 @torch.no_grad()
-def view_embedding(model: ClassifierBase, views: torch.Tensor, grouping=None) -> torch.Tensor:
+def view_embedding(model, views: torch.Tensor, grouping=None) -> torch.Tensor:
     """What the up-axis probe reads from a classifier for each view (B, P, 3): its embedding, and
-    the maximum logit and ``logsumexp`` of its logits (how familiar the view looks). ``grouping``:
-    the model's sampling/grouping indices for ``views`` when the caller has them."""
-    feats = model.forward_features(views, grouping).float()
+    the maximum logit and ``logsumexp`` of its logits (how familiar the view looks). ``model``: a
+    :class:`~core.models.ClassifierBase`, or its inference module when it has ``forward_features``
+    (the same function, faster); ``grouping``: the model's sampling/grouping indices for ``views``
+    (required with an inference module)."""
+    if isinstance(model, ClassifierBase):
+        feats = model.forward_features(views, grouping).float()
+    else:
+        feats = model.forward_features(views, *model.grouping_inputs(grouping, views))
     logits = model.forward_head(feats).float()
     return torch.cat([feats, logits.max(1, keepdim=True).values, torch.logsumexp(logits, 1, keepdim=True)], 1)
 
 
-def probe_log_probabilities(feats: np.ndarray, mean: np.ndarray, scale: np.ndarray, weight: np.ndarray
-                            ) -> np.ndarray:
-    """(B, 6) log-probabilities of the six axes from (B, 6, C) view embeddings: a linear score per
-    view on standardised features, softmax over the six views."""
-    s = ((feats - mean) / scale) @ weight
+def probe_scores(feats: np.ndarray, probe: dict) -> np.ndarray:
+    """(B, 6) score of each view from (B, 6, C) view embeddings: the probe's features standardised,
+    through its hidden layer when it has one (ReLU), then a linear score."""
+    x = (feats - probe["mean"]) / probe["scale"]
+    if "hidden_weight" in probe:
+        x = np.maximum(x @ probe["hidden_weight"] + probe["hidden_bias"], 0.0)
+    return x @ probe["weight"]
+
+
+def probe_log_probabilities(feats: np.ndarray, probe: dict) -> np.ndarray:
+    """(B, 6) log-probabilities of the six axes: :func:`probe_scores`, softmax over the six views."""
+    s = probe_scores(feats, probe)
     s = s - s.max(1, keepdims=True)
     return s - np.log(np.exp(s).sum(1, keepdims=True))
 
 
+def embedding_module(model: ClassifierBase):
+    """What :func:`six_view_features` runs: the model's inference module when it has one with
+    ``forward_features`` (BatchNorm folded: about 3x faster for PointNet++), else the model."""
+    module = model.inference_module()
+    return module if hasattr(module, "forward_features") else model
+
+
+@torch.no_grad()
+def six_view_features(model: ClassifierBase, views: np.ndarray, module=None) -> np.ndarray:
+    """(B, 6, C) :func:`view_embedding` of :func:`candidate_views` of B clouds (B, 6, P, 3);
+    ``module``: :func:`embedding_module` of the model when the caller keeps one.
+
+    The six views of a cloud are turns of one prepared cloud, and sampling and grouping (FPS,
+    ball query) depend only on distances, which turns keep: the indices are computed once per
+    cloud, on its first view, and shared by all six (most of the estimator's time otherwise).
+    """
+    flat = torch.from_numpy(np.ascontiguousarray(views.reshape(-1, *views.shape[2:]), dtype=np.float32))
+    first = torch.from_numpy(np.ascontiguousarray(views[:, 0], dtype=np.float32))
+    grouping = _repeat_each(model.compute_grouping(first, impl="native"), views.shape[1])
+    module = embedding_module(model) if module is None else module
+    if getattr(module, "num_points", views.shape[2]) != views.shape[2]:  # made for another cloud size
+        module = model
+    feats = view_embedding(module, flat, grouping)
+    return feats.numpy().reshape(len(views), views.shape[1], -1)
+
+
 class UpEstimator:
-    """Which signed axis of a cloud is up: a linear probe on a small classifier's embedding of the
-    cloud turned with each candidate axis up. A model trained on upright shapes embeds an upright
-    shape differently from a turned one; the probe, fitted on turned training shapes
-    (``scripts/train_up_estimator.py``), scores each view, and a softmax over the six views gives each
-    axis's log-probability. Another axis must beat z by the probe's ``margin`` (chosen on held-out
-    training shapes so that z-up files stay z up).
+    """Which signed axis of a cloud is up: a small probe on a classifier's embedding of the cloud
+    turned with each candidate axis up. A model trained on upright shapes embeds an upright shape
+    differently from a turned one (and finds it more familiar); the probe, fitted on turned training
+    shapes (``scripts/train_up_estimator.py``), scores each view, and a softmax over the six views
+    gives each axis's log-probability. Another axis must beat z by the probe's ``margin`` (chosen on
+    held-out training shapes so that z-up files stay z up).
     """
 
     def __init__(self, model: ClassifierBase, probe: dict) -> None:
         self.model = model
-        self.mean = np.asarray(probe["mean"], np.float32)
-        self.scale = np.asarray(probe["scale"], np.float32)
-        self.weight = np.asarray(probe["weight"], np.float32)
+        self.module = embedding_module(model)
+        self.probe = {k: np.asarray(probe[k], np.float32)
+                      for k in ("mean", "scale", "weight", "hidden_weight", "hidden_bias") if k in probe}
         self.margin = float(probe["margin"])
+        #: What the training script measured on held-out training shapes (margin rows), if stored.
+        self.validation = probe.get("validation") or {}
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_UP_ESTIMATOR) -> "UpEstimator":
@@ -432,21 +472,20 @@ class UpEstimator:
         if not probe or list(probe.get("axes", [])) != list(UP_AXES):
             raise CheckpointError(f"{ck['path']}: not an up-axis estimator (no {PROBE_KEY!r} for the six axes)")
         probe = {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in probe.items()}
-        return cls(model, probe)
+        try:
+            est = cls(model, probe)
+            width = model.feature_dim + 2  # view_embedding: the embedding, max logit, logsumexp
+            scores = probe_scores(np.zeros((1, len(UP_AXES), width), np.float32), est.probe)
+            ok = scores.shape == (1, len(UP_AXES)) and np.isfinite(scores).all() and np.isfinite(est.margin)
+        except (KeyError, TypeError, ValueError, IndexError):
+            ok = False
+        if not ok:
+            raise CheckpointError(f"{ck['path']}: its up-axis probe is damaged or does not fit its model")
+        return est
 
-    @torch.no_grad()
     def log_probabilities(self, views: np.ndarray) -> np.ndarray:
-        """(B, 6) log-probability of each axis being up, from :func:`candidate_views` of B clouds (B, 6, P, 3).
-
-        The six views of a cloud are turns of one prepared cloud, and sampling and grouping (FPS,
-        ball query) depend only on distances, which turns keep: the indices are computed once per
-        cloud, on its first view, and shared by all six (most of the estimator's time otherwise).
-        """
-        flat = torch.from_numpy(np.ascontiguousarray(views.reshape(-1, *views.shape[2:]), dtype=np.float32))
-        first = torch.from_numpy(np.ascontiguousarray(views[:, 0], dtype=np.float32))
-        grouping = _repeat_each(self.model.compute_grouping(first, impl="native"), views.shape[1])
-        feats = view_embedding(self.model, flat, grouping).numpy().reshape(len(views), len(UP_AXES), -1)
-        return probe_log_probabilities(feats, self.mean, self.scale, self.weight)
+        """(B, 6) log-probability of each axis being up, from :func:`candidate_views` of B clouds (B, 6, P, 3)."""
+        return probe_log_probabilities(six_view_features(self.model, views, self.module), self.probe)
 
     def estimate(self, xyz: np.ndarray) -> tuple[str, dict[str, float]]:
         logp = self.log_probabilities(candidate_views(xyz)[None])[0]

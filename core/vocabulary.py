@@ -5,7 +5,12 @@ A classifier always names one of its classes. Each model here also decides wheth
 
 - ``msp``: the maximum softmax probability (Hendrycks & Gimpel, ICLR 2017);
 - ``energy``: the free energy's negative, ``logsumexp(logits)`` (Liu et al., NeurIPS 2020);
-  higher means more familiar for both.
+- ``exposure``: a small network on the logits (one hidden ReLU layer), trained to tell training
+  shapes from generated objects of none of the classes (``core.data.oov``): outlier exposure
+  (Hendrycks et al., ICLR 2019) on a frozen classifier. Its weights are stored with the threshold.
+
+Higher means more familiar for all three. A model's logits carry more than their maximum: a cow
+gets the shape of logits of no real class, though its top class may be confident.
 
 The threshold is calibrated on a fixed slice of the **training** split (never the test split) so
 that at most ``flag_rate`` of those in-vocabulary shapes fall below it, and it is stored in the
@@ -20,14 +25,19 @@ points, the rest refilled by repetition, so the model sees a new point set of a 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-SCORES = ("msp", "energy")
-#: The score ``calibrate`` uses unless told otherwise: it separated out-of-vocabulary shapes
-#: better for both bundled models (docs/REAL_FILES.md, ``scripts/real_files_study.py``).
-DEFAULT_SCORE = "msp"
+SCORES = ("msp", "energy", "exposure")
+#: The score ``calibrate`` uses unless told otherwise: with families of generated objects held out
+#: of its training it separates them as well as msp, and flags far more real out-of-vocabulary
+#: meshes (docs/REAL_FILES.md, ``scripts/real_files_study.py``).
+DEFAULT_SCORE = "exposure"
+#: The exposure score's training: in-vocabulary training shapes (outside the calibration slice) and
+#: generated objects per family (``core.data.oov``, seed 1; measurements use seed 0).
+EXPOSURE_SHAPES = 3000
+EXPOSURE_PER_FAMILY = 40
 #: Checkpoint key of the calibration record.
 CHECKPOINT_KEY = "vocabulary"
 
@@ -37,8 +47,9 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     return top + np.log(np.exp(x - top[:, None]).sum(axis=1))
 
 
-def vocabulary_score(logits, kind: str) -> np.ndarray:
-    """Per-row familiarity score of logits (B, C) (array or tensor): higher is more in-vocabulary."""
+def vocabulary_score(logits, kind: str, probe: dict | None = None) -> np.ndarray:
+    """Per-row familiarity score of logits (B, C) (array or tensor): higher is more in-vocabulary.
+    ``probe``: the ``exposure`` score's network (:func:`fit_exposure`)."""
     x = np.asarray(logits, dtype=np.float64)
     if x.ndim == 1:
         x = x[None]
@@ -46,7 +57,41 @@ def vocabulary_score(logits, kind: str) -> np.ndarray:
         return np.exp(x.max(axis=1) - _logsumexp(x))
     if kind == "energy":
         return _logsumexp(x)
+    if kind == "exposure":
+        if probe is None:
+            raise ValueError("the exposure score needs its network (fit_exposure)")
+        p = {k: np.asarray(v, np.float64) for k, v in probe.items()}
+        h = np.maximum(((x - p["mean"]) / p["scale"]) @ p["hidden_weight"] + p["hidden_bias"], 0.0)
+        return h @ p["weight"] + float(p["bias"])
     raise ValueError(f"vocabulary score must be one of {', '.join(SCORES)} (got {kind!r})")
+
+
+def fit_exposure(inside, outside, hidden: int = 64, epochs: int = 40, seed: int = 0) -> dict:
+    """The ``exposure`` score's network: logits (standardised) -> one hidden ReLU layer -> a score,
+    trained as a logistic regression of "in the vocabulary" on the logits of in-vocabulary shapes
+    ``inside`` (N, C) against those of objects of none of the classes ``outside`` (M, C), the two
+    weighted equally. Dropout and weight decay keep it from learning the generated families by heart.
+    Returns float32 tensors (stored in the checkpoint with the threshold) and the bias."""
+    import torch
+
+    torch.manual_seed(seed)
+    x = np.concatenate([inside, outside]).astype(np.float64)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    xt = torch.tensor((x - mean) / scale, dtype=torch.float32)
+    yt = torch.cat([torch.ones(len(inside)), torch.zeros(len(outside))])
+    layer, out = torch.nn.Linear(x.shape[1], hidden), torch.nn.Linear(hidden, 1)
+    net = torch.nn.Sequential(torch.nn.Dropout(0.2), layer, torch.nn.ReLU(), torch.nn.Dropout(0.3), out)
+    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
+    pos_weight = torch.tensor(len(outside) / len(inside))
+    for _ in range(epochs):
+        for i in torch.randperm(len(xt)).split(128):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xt[i])[:, 0], yt[i], pos_weight=pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return {"mean": torch.tensor(mean, dtype=torch.float32), "scale": torch.tensor(scale, dtype=torch.float32),
+            "hidden_weight": layer.weight.detach().T.contiguous(), "hidden_bias": layer.bias.detach().clone(),
+            "weight": out.weight.detach()[0].clone(), "bias": float(out.bias.detach()[0])}
 
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -68,24 +113,37 @@ class VocabularyCalibration:
     flag_rate: float  # share of the calibration shapes below the threshold (target)
     shapes: int  # calibration shapes
     source: str  # e.g. "modelnet40_npy1024 train, 1000 shapes (every 10th)"
+    # the exposure score's network (fit_exposure); None for msp and energy. (Left out of ==: tensors.)
+    probe: dict | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
+        """The whole record, as the checkpoint stores it."""
         return asdict(self)
 
+    def summary(self) -> dict:
+        """The record without the exposure network's weights (for answers and listings)."""
+        return {k: v for k, v in asdict(self).items() if k != "probe"}
+
     @classmethod
-    def from_dict(cls, d: dict | None) -> "VocabularyCalibration | None":
+    def from_dict(cls, d: dict | None, num_classes: int | None = None) -> "VocabularyCalibration | None":
+        """The record ``d`` (a checkpoint's), or None when there is none or it cannot be used (a damaged
+        record, or an exposure network for another number of classes than ``num_classes``): uncalibrated."""
         if not d:
             return None
         try:
             cal = cls(str(d["score"]), float(d["threshold"]), float(d["flag_rate"]), int(d["shapes"]),
-                      str(d.get("source", "")))
-        except (KeyError, TypeError, ValueError):
+                      str(d.get("source", "")), d.get("probe"))
+            if cal.score == "exposure":
+                width = num_classes or len(cal.probe["mean"])
+                if not np.isfinite(vocabulary_score(np.zeros((1, width)), "exposure", cal.probe)).all():
+                    return None
+        except (KeyError, TypeError, ValueError, IndexError):
             return None
         return cal if cal.score in SCORES and np.isfinite(cal.threshold) else None
 
     def in_vocabulary(self, logits) -> np.ndarray:
         """One boolean per row of logits."""
-        return vocabulary_score(logits, self.score) >= self.threshold
+        return vocabulary_score(logits, self.score, self.probe) >= self.threshold
 
 
 def calibration_indices(total: int, shapes: int = 1000) -> np.ndarray:
@@ -127,10 +185,32 @@ def resample_half(points: np.ndarray, seed: int = 0) -> np.ndarray:
     return out
 
 
+def exposure_indices(total: int, shapes: int = EXPOSURE_SHAPES, calibration: int = 1000) -> np.ndarray:
+    """Training-split indices the exposure score learns from: evenly spread over those outside the
+    calibration slice (:func:`calibration_indices`), so the threshold is fitted on shapes it never saw."""
+    rest = np.setdiff1d(np.arange(total), calibration_indices(total, calibration))
+    return rest[calibration_indices(len(rest), shapes)]
+
+
 def calibrate_model(model, points: np.ndarray, source: str, score: str = DEFAULT_SCORE,
-                    flag_rate: float = 0.05) -> VocabularyCalibration:
-    """Fit the threshold of ``score`` on in-vocabulary training shapes ``points`` (B, N, 3), re-sampled."""
+                    flag_rate: float = 0.05, exposure_points: np.ndarray | None = None) -> VocabularyCalibration:
+    """Fit the threshold of ``score`` on in-vocabulary training shapes ``points`` (B, N, 3), re-sampled.
+
+    For ``exposure``, its network is trained first on ``exposure_points`` (other in-vocabulary
+    training shapes, re-sampled with another seed) against the generated objects of
+    :func:`core.data.oov.oov_shapes` (seed 1).
+    """
     if score not in SCORES:
         raise ValueError(f"vocabulary score must be one of {', '.join(SCORES)} (got {score!r})")
-    scores = vocabulary_score(model_logits(model, resample_half(points)), score)
-    return VocabularyCalibration(score, fit_threshold(scores, flag_rate), flag_rate, len(points), source)
+    probe = None
+    if score == "exposure":
+        from core.data.oov import oov_shapes
+
+        if exposure_points is None or not len(exposure_points):
+            raise ValueError("the exposure score needs in-vocabulary training shapes to learn from")
+        outside, _ = oov_shapes(EXPOSURE_PER_FAMILY, seed=1)
+        probe = fit_exposure(model_logits(model, resample_half(exposure_points, seed=1)), model_logits(model, outside))
+        source += (f"; exposure network trained on {len(exposure_points)} other training shapes and "
+                   f"{len(outside)} generated objects (core.data.oov, seed 1)")
+    scores = vocabulary_score(model_logits(model, resample_half(points)), score, probe)
+    return VocabularyCalibration(score, fit_threshold(scores, flag_rate), flag_rate, len(points), source, probe)

@@ -39,9 +39,9 @@ def calibrate_bundled(path: Path, data: str) -> dict:
     if cli(["calibrate", str(path), "--data", data]) != 0:
         raise SystemExit(f"calibrating {path} failed")
     from core.engine.checkpoint import read_checkpoint
-    from core.vocabulary import CHECKPOINT_KEY
+    from core.vocabulary import CHECKPOINT_KEY, VocabularyCalibration
 
-    return read_checkpoint(path)[CHECKPOINT_KEY]
+    return VocabularyCalibration.from_dict(read_checkpoint(path)[CHECKPOINT_KEY]).summary()
 
 
 def main(argv=None) -> int:

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         ("stored as", t["dtype"], s["dtype"]),
         ("parameters", f"{t['params']:,}", f"{s['params']:,}"),
         ("MACs per sample (linear layers)", f"{t['macs'] / 1e6:.1f} M", f"{s['macs'] / 1e6:.1f} M"),
-        ("file size", f"{t['size_bytes'] / 1024:.0f} KiB", f"{s['size_bytes'] / 1024:.0f} KiB"),
+        ("file size (with the in-vocabulary calibration)", f"{t['size_bytes'] / 1024:.0f} KiB", f"{s['size_bytes'] / 1024:.0f} KiB"),
         (f"CPU latency, batch 1, eager, median ({time.strftime('%Y-%m-%d')})", f"{lat['teacher']:.1f} ms", f"{lat['student']:.1f} ms"),
     ]
     if "partial" in t and "partial" in s:  # recorded by scripts/bundle_models.py

@@ -35,8 +35,11 @@ def test_bundled_checkpoint_matches_its_record_and_classifies_the_samples(bundle
     assert model.size_bytes == record["size_bytes"] == (bundle / f"{role}.pt").stat().st_size
     assert model.class_names == record["class_names"] and len(model.class_names) == 40
     # every bundled model says when it does not know an object: calibrated on training shapes
-    assert model.vocabulary is not None and model.vocabulary.to_dict() == record["vocabulary"]
+    assert model.vocabulary is not None and model.vocabulary.summary() == record["vocabulary"]
     assert "train split" in model.vocabulary.source and model.vocabulary.flag_rate == 0.05
+    # the default pair's score has its network with it; the others keep the msp they were calibrated with
+    assert model.vocabulary.score == ("exposure" if bundle == BUNDLES[0] else "msp")
+    assert (model.vocabulary.probe is not None) == (model.vocabulary.score == "exposure")
     if role == "student":  # the compression: every hidden width / 8
         teacher = json.loads((bundle / "models.json").read_text())["teacher"]
         assert record["model"]["width"] == 0.125 and teacher["params"] / record["params"] > 50

@@ -326,3 +326,43 @@ def test_objects_failure_on_one_file_keeps_its_answer_and_the_run_goes_on(folder
     assert all("teacher" in a and "error" not in a for a in answers)
     assert answers[1]["objects_error"] == "RuntimeError: DBSCAN ran out of memory" and "objects" not in answers[1]
     assert all("objects" in a and "objects_error" not in a for i, a in enumerate(answers) if i != 1)
+
+
+def test_a_folder_whose_first_files_agree_gives_its_axis_to_the_rest(tmp_path, monkeypatch):
+    from core.folder_predict import FOLDER_AXIS_AGREE, FOLDER_AXIS_SAMPLE, FolderUpAxis, predict_files
+    from core.inference import Comparison
+
+    same, mixed = tmp_path / "same", tmp_path / "mixed"
+    for d, n in ((same, FOLDER_AXIS_SAMPLE + 3), (mixed, FOLDER_AXIS_SAMPLE + 10)):
+        d.mkdir()
+        for i in range(n):
+            np.save(d / f"{i:02d}.npy", sample("chair"))
+    comp = Comparison.from_paths(None, None)
+    calls = []
+
+    def fake_estimate(xyz):
+        # 'same': always y. 'mixed': 5 y and 3 x on its first files (no agreement), then y every time,
+        # which must not count: only the first files vote.
+        calls.append(len(calls))
+        k = len(calls) - FOLDER_AXIS_SAMPLE  # the call's place in 'mixed' (after 'same's sample)
+        return ("x" if k in (2, 4, 6) else "y"), {"y": -0.1, "x": -2.0}
+
+    monkeypatch.setattr(comp, "estimate_up_axis", fake_estimate)
+    files = sorted(map(str, same.glob("*.npy"))) + sorted(map(str, mixed.glob("*.npy")))
+    answers = list(predict_files(comp, files))
+    first, later = answers[:FOLDER_AXIS_SAMPLE], answers[FOLDER_AXIS_SAMPLE:FOLDER_AXIS_SAMPLE + 3]
+    assert all(a["input"]["up_axis"] == "y" and a["input"]["up_axis_scores"] for a in first)
+    assert all(a["input"]["up_axis"] == "y" and a["input"]["up_axis_source"] == "estimated" for a in later)
+    assert all(a["input"]["up_axis_scores"] == {} and "its folder's" in a["input"]["notes"][-1] for a in later)
+    # 'mixed' agrees less than FOLDER_AXIS_AGREE times in its sample: each of its files is estimated
+    in_mixed = answers[FOLDER_AXIS_SAMPLE + 3:]
+    assert len(calls) == FOLDER_AXIS_SAMPLE + len(in_mixed)
+    assert all(a["input"]["up_axis_scores"] and not a["input"]["notes"] for a in in_mixed)
+    assert [a["input"]["up_axis"] for a in in_mixed[:FOLDER_AXIS_SAMPLE]].count("x") == 3
+
+    axes = FolderUpAxis(lambda xyz: ("y", {}))
+    notes: list[str] = []
+    for _ in range(FOLDER_AXIS_AGREE):
+        axes.estimator(str(tmp_path / "f" / "a.npy"), notes)(None)
+    assert axes.folder_axis(os.path.abspath(tmp_path / "f")) is None  # not decided before the sample is full
+    assert axes.folder_axis(os.path.abspath(tmp_path / "g")) is None and notes == []

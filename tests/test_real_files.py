@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from core.data.orient import (UP_AXES, check_up_axis, convert_up_axis, decide_up_axis, rotation_to_z,
                               turn_z_up_to)
 from core.data.scene import check_scene, find_objects, nearest_signed_axis, rotation_between
-from core.vocabulary import (VocabularyCalibration, auroc, calibration_indices, fit_threshold,
+from core.vocabulary import (VocabularyCalibration, auroc, calibration_indices, fit_exposure, fit_threshold,
                              vocabulary_score)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +179,79 @@ def test_a_calibration_round_trips_and_decides():
     assert cal.in_vocabulary(logits).tolist() == [True, False]
 
 
+def _logits(n: int, rng: np.random.Generator, inside: bool) -> np.ndarray:
+    """(n, 8) logits: in the vocabulary one class stands out; outside, none does."""
+    x = rng.normal(0, 0.5, (n, 8))
+    if inside:
+        x[np.arange(n), rng.integers(0, 8, n)] += rng.uniform(2, 6, n)
+    return x
+
+
+def test_the_exposure_score_is_its_network_and_learns_what_lies_outside():
+    rng = np.random.default_rng(0)
+    probe = fit_exposure(_logits(1000, rng, True), _logits(500, rng, False), hidden=16)
+    inside, outside = _logits(300, rng, True), _logits(300, rng, False)
+    assert auroc(vocabulary_score(inside, "exposure", probe), vocabulary_score(outside, "exposure", probe)) > 0.95
+    # the score is the network the record describes, in plain numpy
+    x = (inside - np.asarray(probe["mean"], np.float64)) / np.asarray(probe["scale"], np.float64)
+    w1, b1, w2 = (np.asarray(probe[k], np.float64) for k in ("hidden_weight", "hidden_bias", "weight"))
+    by_hand = np.maximum(x @ w1 + b1, 0) @ w2 + probe["bias"]
+    np.testing.assert_allclose(vocabulary_score(inside, "exposure", probe), by_hand, rtol=1e-9)
+    with pytest.raises(ValueError, match="network"):
+        vocabulary_score(inside, "exposure")
+
+    cal = VocabularyCalibration("exposure", 0.0, 0.05, 1000, "train slice", probe)
+    back = VocabularyCalibration.from_dict(cal.to_dict())
+    assert back == cal and all(np.array_equal(back.probe[k], probe[k]) for k in probe)
+    assert all(probe[k].dtype == torch.float32 for k in probe if k != "bias")  # compact in the checkpoint
+    assert "probe" not in cal.summary() and cal.summary()["score"] == "exposure"
+    assert cal.in_vocabulary(inside).mean() > 0.8 and cal.in_vocabulary(outside).mean() < 0.2
+    broken = {**cal.to_dict(), "probe": {**probe, "weight": probe["weight"][:-1]}}
+    assert VocabularyCalibration.from_dict(broken) is None  # a damaged record: uncalibrated, not a crash
+    assert VocabularyCalibration.from_dict({**cal.to_dict(), "probe": None}) is None
+    assert VocabularyCalibration.from_dict(cal.to_dict(), num_classes=8) == cal
+    assert VocabularyCalibration.from_dict(cal.to_dict(), num_classes=40) is None  # another model's network
+    nan = {**probe, "bias": float("nan")}
+    assert VocabularyCalibration.from_dict({**cal.to_dict(), "probe": nan}) is None
+
+
+def test_calibrate_adds_the_decision_to_a_checkpoint_that_has_none(checkpoints, tmp_path, capsys):
+    from core.cli import main
+    from core.data.datasets import MODELNET40_CLASSES
+    from core.engine.checkpoint import read_checkpoint
+    from core.inference import LoadedModel
+
+    _, student = checkpoints
+    data = tmp_path / "tiny40"
+    rng = np.random.default_rng(0)
+    for cls in MODELNET40_CLASSES:
+        (data / cls).mkdir(parents=True)
+        for i in range(3):
+            np.save(data / cls / f"{i}.npy", rng.normal(size=(1024, 3)).astype(np.float32))
+    before = open(student, "rb").read()
+    assert LoadedModel.load(student).vocabulary is None  # uncalibrated until calibrated
+    out = tmp_path / "calibrated.pt"
+    assert main(["calibrate", student, "--data", str(data), "--out", str(out), "--shapes", "20", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["score"] == "exposure" and record["shapes"] == 20 and "probe" not in record
+    assert open(student, "rb").read() == before  # --out: the original is untouched
+    m = LoadedModel.load(out)
+    assert m.vocabulary.score == "exposure" and m.vocabulary.threshold == pytest.approx(record["threshold"])
+    assert all(isinstance(v, bool) for v in m.in_vocabulary(m.logits(np.load(SAMPLES / "chair.npy")[None, :, :3])))
+    assert read_checkpoint(out)["model"] == read_checkpoint(student)["model"]
+
+    assert main(["calibrate", str(out), "--data", str(data), "--score", "msp", "--shapes", "20"]) == 0  # in place
+    assert LoadedModel.load(out).vocabulary.score == "msp" and LoadedModel.load(out).vocabulary.probe is None
+    capsys.readouterr()
+    other = tmp_path / "other"
+    for cls in ("a", "b"):
+        (other / cls).mkdir(parents=True)
+        for i in range(12):
+            np.save(other / cls / f"{i}.npy", rng.normal(size=(1024, 3)).astype(np.float32))
+    assert main(["calibrate", str(out), "--data", str(other)]) == 2  # another vocabulary: one line, exit 2
+    assert "classes differ" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------
 # The predict JSON contract
 
@@ -290,8 +364,9 @@ def test_the_bundled_estimator_keeps_z_up_and_brings_turned_samples_back():
     est = UpEstimator.load()
     names = sorted(p.stem for p in SAMPLES.glob("*.npy"))
     right = {axis: sum(est.estimate(turn_z_up_to(_sample(n), axis))[0] == axis for n in names) for axis in UP_AXES}
-    # z-up files stay z up (its margin); turned ones come back far above the 1 in 6 of a guess.
-    # The measured rates (65% over the six turns of test shapes) are in docs/REAL_FILES.md.
-    assert right["z"] >= 0.9 * len(names), right
+    # z-up files stay z up (its margin); most turned ones come back (a guess: 1 in 6). On these 40
+    # samples: 39 of 40 z kept, 80% of the turned ones back. The measured rates over test shapes
+    # (87% over the six turns, 99% z kept) are in docs/REAL_FILES.md.
+    assert right["z"] >= 0.95 * len(names), right
     turned = sum(v for a, v in right.items() if a != "z")
-    assert turned >= 0.4 * 5 * len(names), right
+    assert turned >= 0.7 * 5 * len(names), right

@@ -135,7 +135,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("calibrate", help="add an in-vocabulary threshold to a checkpoint",
                        description="Calibrate the checkpoint's \"not sure\": the threshold of its familiarity score "
                        "that flags at most --flag-rate of a fixed slice of the TRAINING split (never the test split), each "
-                       "shape re-sampled (a random half of its points) so that it is new to the model. "
+                       "shape re-sampled (a random half of its points) so that it is new to the model. The exposure "
+                       "score (default) first trains its small network on the model's logits of other training shapes "
+                       "against generated objects of none of the classes. "
                        "The threshold is stored in the checkpoint (written atomically; everything else kept).\n\n"
                        "example:\n  python main.py calibrate runs/t3dnet/student.pt --data ../shared/data/modelnet40_npy1024",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -398,7 +400,7 @@ def _answer_line(a: dict) -> str:
 def run_calibrate(args) -> int:
     from core.data.datasets import load_split
     from core.engine.checkpoint import atomic_save, load_model
-    from core.vocabulary import CHECKPOINT_KEY, calibrate_model, calibration_indices
+    from core.vocabulary import CHECKPOINT_KEY, calibrate_model, calibration_indices, exposure_indices
 
     if not 0 <= args.flag_rate < 1:
         raise T3DError(f"--flag-rate must be in [0, 1) (got {args.flag_rate})")
@@ -410,13 +412,20 @@ def run_calibrate(args) -> int:
         raise T3DError(f"{ck['path']}: its classes differ from {args.data}'s: calibrate on the data it was trained on")
     idx = calibration_indices(len(ds), args.shapes)
     source = f"{Path(args.data).name} train split, {len(idx)} of {len(ds)} shapes (evenly spread), each re-sampled"
-    cal = calibrate_model(model, ds.points[idx], source, score=args.score, flag_rate=args.flag_rate)
+    exposure = None
+    if args.score == "exposure":
+        exposure = ds.points[exposure_indices(len(ds), calibration=args.shapes)]
+        if len(exposure) < 20:
+            raise T3DError(f"{args.data}: {len(ds)} training shapes leave too few beside the {len(idx)} calibration "
+                           "shapes for the exposure score to learn from: use fewer --shapes or --score msp")
+    cal = calibrate_model(model, ds.points[idx], source, score=args.score, flag_rate=args.flag_rate,
+                          exposure_points=exposure)
     ck[CHECKPOINT_KEY] = cal.to_dict()
     out = Path(args.out or ck["path"])
     ck.pop("path")
     atomic_save(ck, out)
     if args.json:
-        print(json.dumps({"checkpoint": str(out), **cal.to_dict()}))
+        print(json.dumps({"checkpoint": str(out), **cal.summary()}))
     else:
         print(f"{out}: {cal.score} threshold {cal.threshold:.4f} (flags {cal.flag_rate:.0%} of {cal.source})")
     return 0

@@ -330,6 +330,10 @@ class PointNet2Inference(InferenceModule):
         return activation(h.reshape(-1, k, h.shape[-1]).amax(1), layers_[-1][1])
 
     def forward(self, points: torch.Tensor, *index: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(points, *index))
+
+    def forward_features(self, points: torch.Tensor, *index: torch.Tensor) -> torch.Tensor:
+        """(B, C) global features: the model's ``forward_features`` (its embedding before the head)."""
         xyz, feats = points.reshape(-1, 3), None
         index_iter = iter(index)
         for level in self._levels:
@@ -356,6 +360,10 @@ class PointNet2Inference(InferenceModule):
                 outs.append(self._rest(h, br["layers"], br["k"], first_done=True))
             feats = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
             xyz = centres
+        return feats
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, num_classes) logits from :meth:`forward_features`."""
         for name, act in self._head:
             feats = activation(torch.addmm(getattr(self, name + "_b"), feats, getattr(self, name + "_w")), act)
         return torch.addmm(self.fc_b, feats, self.fc_w)
