@@ -38,8 +38,9 @@ from core.data.preprocess import prepare_points
 from core.data.scene import check_scene, find_objects
 from core.engine.machine import machine_line
 from core.inference import Comparison, LoadedModel
-from core.vocabulary import (EXPOSURE_PER_FAMILY, EXPOSURE_SHAPES, auroc, calibration_indices, exposure_indices,
-                             fit_exposure, fit_threshold, model_logits, resample_half, vocabulary_score)
+from core.vocabulary import (EXPOSURE_PER_FAMILY, EXPOSURE_SHAPES, auroc, calibration_clouds, calibration_indices,
+                             exposure_indices, exposure_inside, fit_exposure, fit_threshold, model_logits,
+                             resample_half, vocabulary_score)
 
 REAL_OOV = [("cow.obj", "y"), ("teapot.obj", "y"), ("bun_zipper.ply", "y"), ("knot.ply", "z")]
 
@@ -149,7 +150,7 @@ def held_out_families(model, train, cal_logits: np.ndarray, oov_logits: np.ndarr
     """The exposure score on families it never saw: for each generated family, its network trained as
     ``calibrate`` trains it but without that family, its threshold fitted on the calibration slice's
     logits; mean AUROC (calibration vs that family) and mean share of that family flagged, over the families."""
-    inside = model_logits(model, resample_half(train.points[exposure_indices(len(train))], seed=1))
+    inside = model_logits(model, exposure_inside(train.points[exposure_indices(len(train))]))
     outside, names = oov_shapes(EXPOSURE_PER_FAMILY, seed=1)
     outside_logits, names = model_logits(model, outside), np.array(names)
     aucs, flagged = [], []
@@ -173,7 +174,9 @@ def vocabulary_study(bundles: list[Path], data: str, train, test, scans: Path | 
              "of its points, refilled), threshold at 5% of them flagged (`main.py calibrate`). Scores: the maximum "
              "softmax probability (msp), the energy, and `exposure`, a small network on the logits trained to tell "
              f"{EXPOSURE_SHAPES:,} other training shapes from {8 * EXPOSURE_PER_FAMILY} generated objects "
-             "(`core.data.oov`, seed 1). Out-of-vocabulary objects measured: 80 generated ones (seed 0: tori, "
+             "(`core.data.oov`, seed 1); for it every in-vocabulary shape (calibration and training) is also seen "
+             "as a scanned file reaches the model (made dense, then reduced by `prepare_points`), as the generated "
+             "objects are, so that how a cloud was sampled cannot tell the two apart. Out-of-vocabulary objects measured: 80 generated ones (seed 0: tori, "
              "springs, knots, gears, rocks, molecules, pipe elbows, volume noise) and the real meshes "
              f"{', '.join(n for n, _ in REAL_OOV)} (none of the 40 classes, never used in training). The exposure "
              "score has seen other objects of the same eight families, so its AUROC and flagged share on them "
@@ -198,7 +201,8 @@ def vocabulary_study(bundles: list[Path], data: str, train, test, scans: Path | 
             cal_rec = m.vocabulary
             held = ("-", "-")
             if cal_rec.score == "exposure":
-                auc, share = held_out_families(m.model, train, lc, lo, families)
+                lcx = model_logits(m.model, calibration_clouds(cal_shapes, "exposure"))
+                auc, share = held_out_families(m.model, train, lcx, lo, families)
                 held = (f"{auc:.3f}", f"{share:.1%}")
             flagged_test = 1 - np.mean(cal_rec.in_vocabulary(lt))
             flagged_oov = 1 - cal_rec.in_vocabulary(lo)

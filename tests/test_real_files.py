@@ -13,8 +13,8 @@ import torch
 from core.data.orient import (UP_AXES, check_up_axis, convert_up_axis, decide_up_axis, rotation_to_z,
                               turn_z_up_to)
 from core.data.scene import check_scene, find_objects, nearest_signed_axis, rotation_between
-from core.vocabulary import (VocabularyCalibration, auroc, calibration_indices, fit_exposure, fit_threshold,
-                             vocabulary_score)
+from core.vocabulary import (VocabularyCalibration, as_scanned, auroc, calibration_clouds, calibration_indices,
+                             exposure_inside, fit_exposure, fit_threshold, vocabulary_score)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "assets" / "samples"
@@ -213,6 +213,18 @@ def test_the_exposure_score_is_its_network_and_learns_what_lies_outside():
     assert VocabularyCalibration.from_dict(cal.to_dict(), num_classes=40) is None  # another model's network
     nan = {**probe, "bias": float("nan")}
     assert VocabularyCalibration.from_dict({**cal.to_dict(), "probe": nan}) is None
+
+
+def test_the_exposure_score_sees_known_shapes_as_files_are_seen():
+    shapes = np.stack([_sample(n)[:, :3] for n in ("chair", "airplane")])
+    scanned = as_scanned(shapes, seed=3)
+    assert scanned.shape == shapes.shape and scanned.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(scanned, axis=2).max(1), 1.0, rtol=1e-5)  # prepared: unit sphere
+    assert not np.allclose(scanned, shapes)  # a new point set of the same surface
+    np.testing.assert_array_equal(as_scanned(shapes, seed=3), scanned)  # seeded
+    # the threshold of exposure is fitted on each calibration shape re-sampled and as scanned
+    assert len(calibration_clouds(shapes, "exposure")) == 4 and len(calibration_clouds(shapes, "msp")) == 2
+    assert len(exposure_inside(shapes)) == 4
 
 
 def test_calibrate_adds_the_decision_to_a_checkpoint_that_has_none(checkpoints, tmp_path, capsys):
