@@ -145,17 +145,23 @@ def scene_study(test, scans: Path | None, limit: int) -> list[str]:
     return lines
 
 
-def held_out_families(model, train, cal_logits: np.ndarray, oov_logits: np.ndarray, families: list[str]
-                      ) -> tuple[float, float]:
-    """The exposure score on families it never saw: for each generated family, its network trained as
-    ``calibrate`` trains it but without that family, its threshold fitted on the calibration slice's
-    logits; mean AUROC (calibration vs that family) and mean share of that family flagged, over the families."""
-    inside = model_logits(model, exposure_inside(train.points[exposure_indices(len(train))]))
+def exposure_clouds(train, cal_shapes: np.ndarray) -> dict:
+    """The clouds ``calibrate`` trains and calibrates the exposure score on (the same for every model)."""
     outside, names = oov_shapes(EXPOSURE_PER_FAMILY, seed=1)
-    outside_logits, names = model_logits(model, outside), np.array(names)
+    return {"inside": exposure_inside(train.points[exposure_indices(len(train))]), "outside": outside,
+            "outside_names": np.array(names), "calibration": calibration_clouds(cal_shapes, "exposure")}
+
+
+def held_out_families(model, clouds: dict, oov_logits: np.ndarray, families: list[str]) -> tuple[float, float]:
+    """The exposure score on families it never saw: for each generated family, its network trained as
+    ``calibrate`` trains it (``clouds``: :func:`exposure_clouds`) but without that family, its threshold
+    fitted on the calibration clouds; mean AUROC (calibration vs that family) and mean share of that
+    family flagged, over the families."""
+    inside, outside = model_logits(model, clouds["inside"]), model_logits(model, clouds["outside"])
+    cal_logits, names = model_logits(model, clouds["calibration"]), clouds["outside_names"]
     aucs, flagged = [], []
     for fam in dict.fromkeys(families):
-        probe = fit_exposure(inside, outside_logits[names != fam])
+        probe = fit_exposure(inside, outside[names != fam])
         cal = vocabulary_score(cal_logits, "exposure", probe)
         held = vocabulary_score(oov_logits[np.array(families) == fam], "exposure", probe)
         aucs.append(auroc(cal, held))
@@ -168,7 +174,8 @@ def vocabulary_study(bundles: list[Path], data: str, train, test, scans: Path | 
     real = []
     if scans is not None and scans.is_dir():
         real = [prepare_points(load_point_cloud(scans / n).xyz, 1024, up_axis=a) for n, a in REAL_OOV]
-    cal = resample_half(train.points[calibration_indices(len(train), 1000)])
+    cal_shapes = train.points[calibration_indices(len(train), 1000)]
+    cal = resample_half(cal_shapes)
     lines = ["## 3. \"Not sure\": the in-vocabulary decision", "",
              "Calibration: 1,000 shapes of the training split (evenly spread), each re-sampled (a random half "
              "of its points, refilled), threshold at 5% of them flagged (`main.py calibrate`). Scores: the maximum "
@@ -185,8 +192,7 @@ def vocabulary_study(bundles: list[Path], data: str, train, test, scans: Path | 
              "| model | AUROC msp | AUROC energy | AUROC exposure, family held out | score kept | test split flagged | "
              "generated OOV flagged | the same, family held out | real OOV flagged |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    per_family, partial_rows = {}, []
-    cal_shapes = train.points[calibration_indices(len(train), 1000)]
+    per_family, partial_rows, clouds = {}, [], None
     views = {sev: np.stack([partial_view(p, np.random.default_rng((100, sev, i)), sev) for i, p in enumerate(cal_shapes)])
              for sev in (1, 2, 3)}
     for bundle in bundles:
@@ -201,8 +207,8 @@ def vocabulary_study(bundles: list[Path], data: str, train, test, scans: Path | 
             cal_rec = m.vocabulary
             held = ("-", "-")
             if cal_rec.score == "exposure":
-                lcx = model_logits(m.model, calibration_clouds(cal_shapes, "exposure"))
-                auc, share = held_out_families(m.model, train, lcx, lo, families)
+                clouds = clouds or exposure_clouds(train, cal_shapes)
+                auc, share = held_out_families(m.model, clouds, lo, families)
                 held = (f"{auc:.3f}", f"{share:.1%}")
             flagged_test = 1 - np.mean(cal_rec.in_vocabulary(lt))
             flagged_oov = 1 - cal_rec.in_vocabulary(lo)
