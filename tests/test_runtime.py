@@ -149,6 +149,36 @@ def test_single_clouds_on_one_thread_are_remembered(own_cache, monkeypatch, test
     assert used == ["one", "all"]
 
 
+def test_larger_batches_run_in_chunks_side_by_side_on_one_thread_each(own_cache, monkeypatch, test_shapes):
+    import core.runtime as rt
+    from core import native
+
+    model = load_model(BUNDLED / "student.pt")[0]
+    points = test_shapes[0][:2 * rt.PARALLEL_CHUNK + 3]  # two full chunks and a short one
+    engine = create_engine(model, "onnx", threads=2)
+    kernel_threads = []
+    real_run = native._run
+    monkeypatch.setattr(native, "_run", lambda kernel, args, batch, threads: (
+        kernel_threads.append(threads), real_run(kernel, args, batch, threads))[1])
+    profile = {}
+    out = engine.logits(points, profile)
+    np.testing.assert_allclose(out, _eager(model.eval(), points), atol=LOGIT_TOL)
+    assert len(kernel_threads) > 0 and set(kernel_threads) == {1}  # every kernel on its worker's thread
+    assert engine._one_thread.get_session_options().intra_op_num_threads == 1
+    assert engine._workers._max_workers == 2
+    assert set(profile) == {"grouping", "network"} and all(v > 0 for v in profile.values())
+    # chunk by chunk (no larger than a chunk: one thread pool, every thread) gives the same logits
+    kernel_threads.clear()
+    alone = np.concatenate([engine.logits(points[i:i + rt.PARALLEL_CHUNK])
+                            for i in range(0, len(points), rt.PARALLEL_CHUNK)])
+    assert None in kernel_threads
+    np.testing.assert_allclose(out, alone, rtol=0, atol=1e-5)
+    # one thread, or the torch runtime: chunks one after another
+    for other in (create_engine(model, "onnx", threads=1), create_engine(model, "torch", threads=2)):
+        np.testing.assert_allclose(other.logits(points), out, atol=LOGIT_TOL)
+        assert other._workers is None
+
+
 def test_one_thread_is_kept_only_when_clearly_faster(own_cache, monkeypatch):
     import core.runtime as rt
 

@@ -108,9 +108,11 @@ class ClassifierBase(nn.Module):
         """Models with equal keys can share :meth:`compute_grouping`'s output."""
         return None
 
-    def compute_grouping(self, xyz: torch.Tensor, start: torch.Tensor | None = None, impl: str = "eager"):
+    def compute_grouping(self, xyz: torch.Tensor, start: torch.Tensor | None = None, impl: str = "eager",
+                         threads: int | None = None):
         """Sampling/grouping indices for ``xyz`` (None for models without any). ``impl``
-        (``eager``, ``native``, ``traceable``) chooses how they are computed, never what they are."""
+        (``eager``, ``native``, ``traceable``) chooses how they are computed, never what they are;
+        ``threads``: the compiled kernels' threads for ``native`` (None: torch's)."""
         return None
 
     def grouping_cost(self, num_points: int = 1024) -> int:
@@ -239,8 +241,9 @@ class InferenceModule(nn.Module):
     num_points: int
     input_names: list[str]
 
-    def grouping_inputs(self, grouping, points: torch.Tensor) -> list[torch.Tensor]:
-        """The inputs after ``points`` for the model's ``grouping`` of ``points``."""
+    def grouping_inputs(self, grouping, points: torch.Tensor, threads: int | None = None) -> list[torch.Tensor]:
+        """The inputs after ``points`` for the model's ``grouping`` of ``points``; ``threads``: those
+        of any compiled kernel computing them (None: torch's)."""
         raise NotImplementedError
 
 
@@ -256,7 +259,7 @@ class GroupedForward(InferenceModule):
         self._spec = _tree_spec(model.compute_grouping(example))
         self.input_names = ["points"] + [f"grouping{i}" for i in range(_count_leaves(self._spec))]
 
-    def grouping_inputs(self, grouping, points: torch.Tensor) -> list[torch.Tensor]:
+    def grouping_inputs(self, grouping, points: torch.Tensor, threads: int | None = None) -> list[torch.Tensor]:
         leaves: list[torch.Tensor] = []
         _flatten(grouping, leaves)
         return leaves

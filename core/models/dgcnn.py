@@ -70,7 +70,7 @@ class DGCNN(ClassifierBase):
         return len(self.convs) * num_points * num_points
 
     @torch.no_grad()
-    def compute_grouping(self, xyz: torch.Tensor, start=None, impl: str = "eager"):
+    def compute_grouping(self, xyz: torch.Tensor, start=None, impl: str = "eager", threads: int | None = None):
         return knn(xyz, self.k)
 
     def forward_features(self, points: torch.Tensor, grouping=None) -> torch.Tensor:

@@ -172,17 +172,18 @@ class PointNet2(ClassifierBase):
         return total
 
     @torch.no_grad()
-    def compute_grouping(self, xyz: torch.Tensor, start: torch.Tensor | None = None, impl: str = "eager") -> list[dict]:
+    def compute_grouping(self, xyz: torch.Tensor, start: torch.Tensor | None = None, impl: str = "eager",
+                         threads: int | None = None) -> list[dict]:
         """Sampling and grouping indices of every level for ``xyz`` (B, N, 3).
 
         ``start``: (B,) first FPS index of each cloud (``None``: point 0, deterministic).
         ``impl``: how they are computed, always the same indices: ``eager`` (torch, any device
         and dtype), ``native`` (compiled kernels of :mod:`core.native` on float32 CPU
         tensors; eager where those do not apply), ``traceable`` (operations that export to a
-        graph; start at point 0).
+        graph; start at point 0). ``threads``: the compiled kernels' (None: torch's).
         """
         if impl == "native" and native.AVAILABLE and xyz.device.type == "cpu" and xyz.dtype == torch.float32:
-            return self._grouping_native(xyz, start)
+            return self._grouping_native(xyz, start, threads)
         if impl not in ("eager", "native", "traceable"):
             raise ValueError(f"impl must be 'eager', 'native' or 'traceable', got {impl!r}")
         traceable = impl == "traceable"
@@ -203,7 +204,7 @@ class PointNet2(ClassifierBase):
             cur = centres
         return groups
 
-    def _grouping_native(self, xyz: torch.Tensor, start: torch.Tensor | None) -> list[dict]:
+    def _grouping_native(self, xyz: torch.Tensor, start: torch.Tensor | None, threads: int | None) -> list[dict]:
         """:meth:`compute_grouping` by the compiled kernels of :mod:`core.native`."""
         groups, cur = [], xyz.detach().contiguous()
         start_np = None if start is None else start.cpu().numpy()
@@ -211,10 +212,10 @@ class PointNet2(ClassifierBase):
             if sa.npoint is None:
                 groups.append({})
                 continue
-            centres_idx = torch.from_numpy(native.farthest_point_sample(cur.numpy(), sa.npoint, start_np))
+            centres_idx = torch.from_numpy(native.farthest_point_sample(cur.numpy(), sa.npoint, start_np, threads))
             start_np = None
             centres = gather_points(cur, centres_idx)
-            nbrs = [torch.from_numpy(native.ball_query(cur.numpy(), centres.numpy(), r, k))
+            nbrs = [torch.from_numpy(native.ball_query(cur.numpy(), centres.numpy(), r, k, threads))
                     for r, k in zip(sa.radii, sa.nsamples)]
             groups.append({"centres": centres_idx, "neighbours": nbrs})
             cur = centres
@@ -279,7 +280,7 @@ class PointNet2Inference(InferenceModule):
         self.register_buffer("fc_w", w.detach().t().contiguous())
         self.register_buffer("fc_b", b.detach().clone() if b is not None else torch.zeros(w.shape[0]))
 
-    def grouping_inputs(self, grouping: list[dict], points: torch.Tensor) -> list[torch.Tensor]:
+    def grouping_inputs(self, grouping: list[dict], points: torch.Tensor, threads: int | None = None) -> list[torch.Tensor]:
         out, n = [], self.num_points
         xyz = points.reshape(-1, 3)
         for level, g in zip(self._levels, grouping):
@@ -293,7 +294,7 @@ class PointNet2Inference(InferenceModule):
                 flat_nb = (nb + offset.unsqueeze(2)).reshape(-1)
                 if level["rows_given"]:  # (one cloud's rows: too few to share between threads)
                     out.append(self._first_rows(br["layers"], xyz, flat_centres, flat_nb, nb.shape[-1],
-                                                threads=1 if len(points) == 1 else None))
+                                                threads=1 if len(points) == 1 else threads))
                 else:
                     out.append(flat_nb)
                     out.append(torch.arange(centres.numel()).repeat_interleave(nb.shape[-1]))
