@@ -380,9 +380,10 @@ METHOD = """## Method
   to leave just over 1,024 cells (compiled kernel), a random 1,024 of those, up axis, unit sphere.
 * **`latency_ms`**: the model on the prepared points (sampling, grouping, network, softmax);
   **`end_to_end_ms`**: preprocessing + `latency_ms`, from the points in memory to the probabilities
-  (file reading and the input analysis excluded; the analysis is `analysis_ms`). Both after a warm-up
-  call (engines are warmed when they load; the preprocessing kernel before its first timed use); the
-  student runs right after the teacher, as in `predict` and the app.
+  (file reading and the input analysis excluded; the analysis is `analysis_ms`). `predict` times each
+  step (the preprocessing, the teacher, then the student) 3 times after a warm-up call on the same
+  cloud and reports the median (`core.inference.TIMING_ROUNDS`): one call's time on this shared CPU is
+  mostly its noise.
 * MACs (13.8 M student, 837.5 M teacher) follow docs/BENCHMARKS_MODELS.md's convention; sampling and
   grouping cost about 1.2 M pairwise distances per cloud for both models, the same at every width.
 """

@@ -359,6 +359,34 @@ def test_predict_json_reports_timings_and_the_runtime(runtime, scan_file, capsys
     assert all(top.values())
 
 
+def test_a_single_files_timings_are_medians_after_a_warm_up_call(scan_file, monkeypatch):
+    import types
+
+    import core.data.preprocess as preprocess
+    import core.inference as inference
+    from core.data.io import load_point_cloud
+
+    comp = inference.Comparison.from_paths(runtime="torch")
+    calls = {"teacher": 0, "student": 0, "prepare": 0}
+    for role in ("teacher", "student"):
+        m = getattr(comp, role)
+        monkeypatch.setattr(m, "logits", lambda x, m=m, role=role: (calls.__setitem__(role, calls[role] + 1),
+                                                                     type(m).logits(m, x))[1])
+    cloud = load_point_cloud(scan_file)
+    real_prepare = preprocess.prepare_points
+    monkeypatch.setattr(preprocess, "prepare_points", lambda *a, **k: (
+        calls.__setitem__("prepare", calls["prepare"] + (a[0] is cloud.xyz)), real_prepare(*a, **k))[1])
+    answer = comp.predict_cloud(cloud, up="z")
+    rounds = inference.TIMING_ROUNDS
+    assert rounds >= 3 and calls == {"teacher": 1 + rounds, "student": 1 + rounds, "prepare": 1 + rounds}
+    assert 0 < answer["student"]["latency_ms"] < answer["student"]["end_to_end_ms"]
+    # the latency is the median of the timed calls (a clock that makes them take 5, 1 and 3 ms)
+    ticks = iter([0.0, 0.005, 1.0, 1.001, 2.0, 2.003])
+    monkeypatch.setattr(inference, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    probs, ms, logits = comp.student.probabilities(prepare_points(load_point_cloud(scan_file).xyz), rounds=3)
+    assert ms == pytest.approx(3.0) and probs.argmax() == logits.argmax()
+
+
 def test_predict_runtimes_agree_on_a_file(scan_file, capsys):
     answers = {}
     for runtime in RUNTIMES:
