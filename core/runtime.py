@@ -21,9 +21,9 @@ and keeps the faster; :attr:`Engine.measured_ms` says what was measured. With mo
 it also measures ONNX Runtime on one thread for a single cloud (:data:`ONNX_ONE_THREAD`): a thin
 network's operators are too small to share, and waking a second thread can cost more than it
 saves. When that wins by :data:`ONE_THREAD_MARGIN`, single clouds use a one-thread session and
-small batches the one with every thread. Larger batches on ``onnx`` with more than one thread run
-in chunks of :data:`PARALLEL_CHUNK` side by side, a one-thread session and the grouping kernels on
-each thread (the same logits; measured, not chosen per model: both bundled models gain). The choice is remembered in
+small batches the one with every thread. Batches of more than :data:`PARALLEL_CHUNK` clouds on
+``onnx`` with more than one thread run in parts side by side, a one-thread session and the grouping
+kernels on each thread (the same logits; measured, not chosen per model: both bundled models gain). The choice is remembered in
 the same cache folder, keyed by the model's fingerprint, the export code, the library versions, the
 CPU and the thread count, so later loads of the same model on the same machine take the same
 runtime without measuring again (and without building the other one); ``remeasure=True`` measures
@@ -71,10 +71,12 @@ AUTO_ROUNDS = 5
 #: Clouds per pass of a larger batch: a thin network's grouped rows (about 1 MiB per cloud for the
 #: student) then stay in the caches; 16 ran 1.0-1.3x the shapes/s of 8 and 64 here (the teacher: the same).
 CHUNK = 16
-#: ``onnx`` with more than one thread: a larger batch runs in chunks of this many clouds side by side,
-#: one per thread, each chunk's sampling, grouping and network on that thread alone (a one-thread
-#: session). The student's operators are too small to share between threads: 1.4x the shapes/s of
-#: chunks of 16 run one after another on every thread (the teacher 1.1-1.25x), the same logits.
+#: ``onnx`` with more than one thread: a batch of more than this many clouds runs in parts side by
+#: side on the engine's threads (as many parts as threads, more when a part would exceed this size,
+#: their sizes balanced), each part's sampling and grouping kernels and network on one thread (a
+#: one-thread session; only the few torch index operations between them use torch's threads). The
+#: student's operators are too small to share between threads: 1.4x the shapes/s of chunks of 16 run
+#: one after another on every thread (the teacher 1.1-1.25x; 2 cores), the same logits.
 PARALLEL_CHUNK = 8
 
 
@@ -107,7 +109,8 @@ class Engine:
 
         ``profile``: seconds spent in ``grouping`` (sampling, grouping and the module's
         :meth:`~core.models.base.InferenceModule.grouping_inputs`, e.g. a first level computed
-        outside the graph) and ``network`` are added to it.
+        outside the graph) and ``network`` are added to it (for a batch run in parts side by side,
+        each thread's seconds, summed: more than the wall time).
         """
         x = np.ascontiguousarray(points, dtype=np.float32)
         if x.ndim != 3 or x.shape[2] != 3:
@@ -115,9 +118,9 @@ class Engine:
         if x.shape[1] != self.num_points:
             raise ValueError(f"this engine runs clouds of {self.num_points} points, got {x.shape[1]}")
         if self.session is not None and self.threads > 1 and len(x) > PARALLEL_CHUNK:
-            chunks = [x[i:i + PARALLEL_CHUNK] for i in range(0, len(x), PARALLEL_CHUNK)]
+            count = min(len(x), max(self.threads, -(-len(x) // PARALLEL_CHUNK)))
             session, workers = self._parallel()
-            parts = list(workers.map(lambda c: self._chunk(c, session, 1), chunks))
+            parts = list(workers.map(lambda c: self._chunk(c, session, 1), np.array_split(x, count)))
             if profile is not None:  # the threads' time, summed
                 for _, times in parts:
                     for k, v in times.items():

@@ -154,16 +154,17 @@ def test_larger_batches_run_in_chunks_side_by_side_on_one_thread_each(own_cache,
     from core import native
 
     model = load_model(BUNDLED / "student.pt")[0]
-    points = test_shapes[0][:2 * rt.PARALLEL_CHUNK + 3]  # two full chunks and a short one
+    points = test_shapes[0][:2 * rt.PARALLEL_CHUNK + 3]  # three parts of balanced sizes on two threads
     engine = create_engine(model, "onnx", threads=2)
-    kernel_threads = []
+    kernel_threads, batches = [], []
     real_run = native._run
     monkeypatch.setattr(native, "_run", lambda kernel, args, batch, threads: (
-        kernel_threads.append(threads), real_run(kernel, args, batch, threads))[1])
+        kernel_threads.append(threads), batches.append((kernel, batch)), real_run(kernel, args, batch, threads))[1])
     profile = {}
     out = engine.logits(points, profile)
     np.testing.assert_allclose(out, _eager(model.eval(), points), atol=LOGIT_TOL)
     assert len(kernel_threads) > 0 and set(kernel_threads) == {1}  # every kernel on its worker's thread
+    assert sorted(b for k, b in batches if k is native._fps_many)[::2] == [6, 6, 7]  # each part's two levels
     assert engine._one_thread.get_session_options().intra_op_num_threads == 1
     assert engine._workers._max_workers == 2
     assert set(profile) == {"grouping", "network"} and all(v > 0 for v in profile.values())
@@ -467,6 +468,27 @@ def test_inference_module_matches_eager_with_and_without_the_compiled_kernels(na
     with torch.no_grad():
         out = module(x, *module.grouping_inputs(model.compute_grouping(x, impl="native"), x)).numpy()
     np.testing.assert_allclose(out, _eager(model, points), atol=LOGIT_TOL)
+
+
+def test_ball_query_bit_chunks_at_their_edges():
+    """Clouds around the kernel's 32-point chunks (fewer, one more, a partial last chunk), more
+    neighbours asked for than points, duplicates and a NaN point (inside every ball, as in torch):
+    both native paths give the eager indices."""
+    from core import native
+    from core.models.ops import ball_query as eager_ball_query
+
+    rng = np.random.default_rng(3)
+    for n in (1, 5, 31, 32, 33, 63, 65, 100):
+        pts = rng.random((2, n, 3), dtype=np.float32)
+        pts[1, n // 2:] = pts[1, 0]  # duplicates of the first point
+        if n > 3:
+            pts[0, n - 2] = np.nan
+        centres = np.ascontiguousarray(pts[:, : max(1, n // 3)])
+        for radius, k in ((0.0, 4), (0.3, 3), (0.3, 40), (10.0, 2 * n)):
+            eager = eager_ball_query(torch.from_numpy(pts), torch.from_numpy(centres), radius, k).numpy()
+            for fused in (True, False):
+                np.testing.assert_array_equal(native.ball_query(pts, centres, radius, k, threads=1, fused=fused),
+                                              eager, err_msg=f"n={n} radius={radius} k={k} fused={fused}")
 
 
 def test_ball_query_takes_torchs_products_where_the_fused_distances_would_differ(monkeypatch, test_shapes):
