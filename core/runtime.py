@@ -121,19 +121,16 @@ class Engine:
             count = min(len(x), max(self.threads, -(-len(x) // PARALLEL_CHUNK)))
             session, workers = self._parallel()
             parts = list(workers.map(lambda c: self._chunk(c, session, 1), np.array_split(x, count)))
-            if profile is not None:  # the threads' time, summed
-                for _, times in parts:
-                    for k, v in times.items():
-                        profile[k] = profile.get(k, 0.0) + v
-            return np.concatenate([out for out, _ in parts])
-        if len(x) > CHUNK:
+        elif len(x) > CHUNK:
             return np.concatenate([self.logits(x[i:i + CHUNK], profile) for i in range(0, len(x), CHUNK)])
-        session = self.single_session if len(x) == 1 and self.single_session is not None else self.session
-        out, times = self._chunk(x, session, None)
+        else:
+            session = self.single_session if len(x) == 1 and self.single_session is not None else self.session
+            parts = [self._chunk(x, session, None)]
         if profile is not None:
-            for k, v in times.items():
-                profile[k] = profile.get(k, 0.0) + v
-        return out
+            for _, times in parts:
+                for k, v in times.items():
+                    profile[k] = profile.get(k, 0.0) + v
+        return parts[0][0] if len(parts) == 1 else np.concatenate([out for out, _ in parts])
 
     def _chunk(self, x: np.ndarray, session, threads: int | None) -> tuple[np.ndarray, dict[str, float]]:
         """Logits of clouds ``x`` by ``session`` (None: the module in torch), the grouping kernels on
