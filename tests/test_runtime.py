@@ -388,6 +388,25 @@ def test_a_single_files_timings_are_medians_after_a_warm_up_call(scan_file, monk
     assert ms == pytest.approx(3.0) and probs.argmax() == logits.argmax()
 
 
+def test_a_files_analysis_is_timed_after_its_one_time_start_up(scan_file, monkeypatch):
+    import core.inference as inference
+    from core.data.io import load_point_cloud
+
+    comp = inference.Comparison.from_paths(runtime="torch")
+    estimates, events = [], []
+    real_estimate, real_analyze = comp.estimate_up_axis, comp.analyze
+    monkeypatch.setattr(comp, "estimate_up_axis", lambda xyz: (estimates.append(len(xyz)), real_estimate(xyz))[1])
+    monkeypatch.setattr(comp, "analyze", lambda *a, **k: (events.append("analyze"), real_analyze(*a, **k))[1])
+    cloud = load_point_cloud(scan_file)
+    first = comp.predict_cloud(cloud)  # up auto: a .npy file has no axis of its own, so it is estimated
+    # the warm-up (a synthetic cloud of SCENE_MIN_POINTS points) came before the file's analysis
+    assert estimates == [inference.SCENE_MIN_POINTS, len(cloud.xyz)] and events == ["analyze"]
+    second = comp.predict_cloud(cloud)
+    assert estimates == [inference.SCENE_MIN_POINTS, len(cloud.xyz), len(cloud.xyz)]  # once per Comparison
+    assert first["input"]["up_axis"] == second["input"]["up_axis"] and first["input"]["up_axis_source"] == "estimated"
+    assert first["input"]["analysis_ms"] > 0
+
+
 def test_predict_runtimes_agree_on_a_file(scan_file, capsys):
     answers = {}
     for runtime in RUNTIMES:
