@@ -171,6 +171,7 @@ class Comparison:
                 f"{student.checkpoint}: its {len(student.class_names)} classes differ from the teacher's "
                 f"({len(teacher.class_names)} classes in {teacher.checkpoint})")
         self.teacher, self.student = teacher, student
+        self._warm: set[str] = set()  # what warm_up_analysis has run
 
     @classmethod
     def from_paths(cls, teacher: str | Path | None = None, student: str | Path | None = None,
@@ -267,18 +268,19 @@ class Comparison:
                      for m in (self.teacher, self.student))
         return _pick_axis({a: float(e) for a, e in zip(UP_AXES, energy)})
 
-    def warm_up_analysis(self) -> None:
-        """Run the scene check and the up-axis estimate once on a synthetic cloud (the first use in a
-        process imports Open3D and loads the estimator: about a second, start-up rather than analysis),
-        so that a file's ``analysis_ms`` times its own analysis."""
-        if getattr(self, "_analysis_warm", False):
-            return
-        from core.data.scene import check_scene
-
+    def warm_up_analysis(self, estimate: bool = True) -> None:
+        """Run the scene check, and with ``estimate`` the up-axis estimate, once on a synthetic cloud
+        (their first use in a process imports Open3D and loads the estimator: about a second,
+        start-up rather than analysis), so that a file's ``analysis_ms`` times its own analysis."""
         cloud = np.random.default_rng(0).normal(size=(SCENE_MIN_POINTS, 3)).astype(np.float32)
-        check_scene(cloud)
-        self.estimate_up_axis(cloud)
-        self._analysis_warm = True
+        if "scene" not in self._warm:
+            from core.data.scene import check_scene
+
+            check_scene(cloud)
+            self._warm.add("scene")
+        if estimate and "estimate" not in self._warm:
+            self.estimate_up_axis(cloud)
+            self._warm.add("estimate")
 
     def analyze(self, cloud, up: str = "auto", scene_params=None, estimate=None) -> dict:
         """:func:`analyze_cloud` with this comparison's up-axis estimate (or ``estimate``, one built on it)."""
@@ -289,7 +291,7 @@ class Comparison:
         """The whole answer for one loaded cloud (the ``predict --json`` contract, docs/CLI.md)."""
         from core.data.preprocess import prepare_points
 
-        self.warm_up_analysis()
+        self.warm_up_analysis(estimate=up == "auto")
         info = self.analyze(cloud, up)
         up_axis: UpAxis = info.pop("_up")
         support = info.pop("_support")

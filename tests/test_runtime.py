@@ -398,9 +398,11 @@ def test_a_files_analysis_is_timed_after_its_one_time_start_up(scan_file, monkey
     monkeypatch.setattr(comp, "estimate_up_axis", lambda xyz: (estimates.append(len(xyz)), real_estimate(xyz))[1])
     monkeypatch.setattr(comp, "analyze", lambda *a, **k: (events.append("analyze"), real_analyze(*a, **k))[1])
     cloud = load_point_cloud(scan_file)
+    assert comp.predict_cloud(cloud, up="z")["input"]["up_axis_source"] == "user"
+    assert estimates == []  # the user's axis: nothing estimated, nor warmed up
     first = comp.predict_cloud(cloud)  # up auto: a .npy file has no axis of its own, so it is estimated
     # the warm-up (a synthetic cloud of SCENE_MIN_POINTS points) came before the file's analysis
-    assert estimates == [inference.SCENE_MIN_POINTS, len(cloud.xyz)] and events == ["analyze"]
+    assert estimates == [inference.SCENE_MIN_POINTS, len(cloud.xyz)] and events == ["analyze", "analyze"]
     second = comp.predict_cloud(cloud)
     assert estimates == [inference.SCENE_MIN_POINTS, len(cloud.xyz), len(cloud.xyz)]  # once per Comparison
     assert first["input"]["up_axis"] == second["input"]["up_axis"] and first["input"]["up_axis_source"] == "estimated"
