@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QBoxLayout, QCheckBox, QComboBox, QFileDialog, QF
                                QSpinBox, QTabWidget, QVBoxLayout, QWidget)
 
 from app.paths import display_path
-from app.scene_widgets import (AGREE, CROP_COLOR, DISAGREE, NOT_RECOGNISED, CropBoxControls, FlowLayout,
+from app.scene_widgets import (AGREE, CROP_COLOR, DISAGREE, NOT_RECOGNISED, ONE_RECOGNISES, CropBoxControls, FlowLayout,
                                ObjectsTable, verdict_color, verdict_sentence, vocabulary_words)
 from app.shapes import Perturbation, Shape, analysis_input, points_in_box, prepare_model_points, to_display_frame
 from app.viewer_widget import ViewBox
@@ -731,7 +731,7 @@ class ComparisonPanel(QWidget):
     def _show_input_info(self) -> None:
         """The auto entry of the axis box says what auto decided; a line below says what the file is."""
         up = self.decided_up() if self.shape is not None else None
-        text = "auto" if up is None else ("auto: …" if self._analysing else f"auto: {up.axis} ({up.source})")
+        text = "auto" if up is None else ("auto: …" if self._analysing else f"auto: {up.describe()}")
         self.up_axis.setItemText(0, text)
         self._show_scene_banner()
         if self.shape is None:
@@ -745,6 +745,9 @@ class ComparisonPanel(QWidget):
             parts.append(f"{self.shape.info.get('channels')} floats per point: {self.shape.info['layout']}")
         if a and not a.get("scene"):
             parts.append(f"one object ({a.get('scene_reason', '')})")
+        if up is not None and up.unsure and (self.up_axis.currentData() or "auto") == "auto":
+            parts.append(f"<span style='color:{ONE_RECOGNISES.name()}'><b>up axis unsure</b>: check that the shape "
+                         "stands upright, or choose the axis</span>")
         notes = list(a.get("notes", self.shape.info.get("notes", [])) or [])
         if notes:
             parts.append("<i>" + "; ".join(notes) + "</i>")

@@ -256,17 +256,18 @@ class Comparison:
         return self._up_estimator
 
     def estimate_up_axis(self, xyz: np.ndarray) -> tuple[str, dict[str, float]]:
-        """The signed axis of ``xyz`` most likely up, and each axis's score (see :class:`UpEstimator`).
+        """The signed axis of ``xyz`` most likely up, and each axis's log-probability (see :class:`UpEstimator`).
 
-        Without the estimator the score of an axis is the sum of both classifiers' energies with
-        that axis turned up: the orientation they find most familiar (a weaker guess).
+        Without the estimator an axis scores the sum of both classifiers' energies with that axis
+        turned up (the orientation they find most familiar: a weaker guess), as a softmax over the
+        six; the margin applies to the energies' differences, which the softmax keeps.
         """
         if self.up_estimator is not None:
             return self.up_estimator.estimate(xyz)
         views = candidate_views(xyz)
-        energy = sum(torch.logsumexp(torch.from_numpy(m.logits(views)), 1).numpy()
-                     for m in (self.teacher, self.student))
-        return _pick_axis({a: float(e) for a, e in zip(UP_AXES, energy)})
+        energy = sum(torch.logsumexp(torch.from_numpy(m.logits(views)), 1) for m in (self.teacher, self.student))
+        logp = torch.log_softmax(energy.double(), 0).numpy()
+        return _pick_axis({a: float(v) for a, v in zip(UP_AXES, logp)})
 
     def warm_up_analysis(self, estimate: bool = True) -> None:
         """Run the scene check, and with ``estimate`` the up-axis estimate, once on a synthetic cloud
@@ -384,6 +385,8 @@ def analyze_cloud(cloud, up: str = "auto", estimate=None, scene_params=None) -> 
         "notes": list(getattr(cloud, "notes", []) or []),
         **up_axis.to_dict(),
         "up_axis_scores": up_axis.scores,
+        "up_axis_confidence": up_axis.confidence,
+        "up_axis_unsure": up_axis.unsure,
         "scene": scene,
         "scene_reason": (check.reason if check is not None else
                          f"fewer than {SCENE_MIN_POINTS} points: treated as one object"),
@@ -524,13 +527,15 @@ class UpEstimator:
         logp = self.log_probabilities(candidate_views(xyz)[None])[0]
         return _pick_axis({a: float(v) for a, v in zip(UP_AXES, logp)}, self.margin)
 
-    def estimate_many(self, clouds: np.ndarray, batch: int = 64) -> list[str]:
-        """The estimated axis of each cloud of (B, P, 3), in batches (for measurements)."""
-        axes = []
+    def estimate_many(self, clouds: np.ndarray, batch: int = 64) -> list[UpAxis]:
+        """The estimated axis of each cloud of (B, P, 3), with its scores, in batches (for measurements)."""
+        out = []
         for lo in range(0, len(clouds), batch):
             views = np.stack([candidate_views(c, clouds.shape[1]) for c in clouds[lo:lo + batch]])
-            axes += [UP_AXES[i] for i in pick_axes(self.log_probabilities(views), self.margin)]
-        return axes
+            logp = self.log_probabilities(views)
+            out += [UpAxis(UP_AXES[i], "estimated", dict(zip(UP_AXES, map(float, row))))
+                    for i, row in zip(pick_axes(logp, self.margin), logp)]
+        return out
 
 
 def _repeat_each(tree, n: int):

@@ -33,14 +33,15 @@ from core.data.datasets import load_split
 from core.data.io import load_point_cloud
 from core.data.oov import oov_shapes
 from core.data.partial import partial_view
-from core.data.orient import UP_AXES, convert_up_axis, turn_z_up_to
+from core.data.orient import UP_AXES, UP_UNSURE_BELOW, UpAxis, convert_up_axis, turn_z_up_to
 from core.data.preprocess import prepare_points
 from core.data.scene import check_scene, find_objects
 from core.engine.machine import machine_line
-from core.inference import Comparison, LoadedModel
+from core.inference import Comparison, LoadedModel, probe_log_probabilities
 from core.vocabulary import (EXPOSURE_PER_FAMILY, EXPOSURE_SHAPES, auroc, calibration_clouds, calibration_indices,
                              exposure_indices, exposure_inside, fit_exposure, fit_threshold, model_logits,
                              resample_half, vocabulary_score)
+from train_up_estimator import held_out_split, turned_files, unsure_rows, view_features
 
 REAL_OOV = [("cow.obj", "y"), ("teapot.obj", "y"), ("bun_zipper.ply", "y"), ("knot.ply", "z")]
 
@@ -50,35 +51,46 @@ def dense(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.repeat(points, 4, axis=0) + rng.normal(0, 0.004, (len(points) * 4, 3))
 
 
-def axis_study(comp: Comparison, test, limit: int) -> list[str]:
+def axis_study(comp: Comparison, train, test, limit: int) -> list[str]:
     est = comp.up_estimator
     idx = calibration_indices(len(test), limit) if limit else np.arange(len(test))
     pts = test.points[idx]
     lines = ["## 1. The up axis", "",
              f"ModelNet40 test shapes ({len(idx)} of {len(test)}), each turned so that one signed axis points "
              "up; the share for which the default (`--up auto`: no format hint on `.npy`, so the estimate) "
-             "brings z back up. Estimator: `assets/models/up_estimator.pt` "
+             "brings z back up, the share it reports as unsure (`up_axis_unsure`: the chosen axis's "
+             f"probability below {UP_UNSURE_BELOW:g}) and the share it gets wrong without saying so. Estimator: "
+             "`assets/models/up_estimator.pt` "
              f"({'margin ' + format(est.margin, 'g') if est else 'absent: the classifiers-energy fallback'}).", "",
-             "| axis turned up | z restored |", "| --- | --- |"]
-    restored_all = []
+             "| axis turned up | z restored | unsure | wrong, not flagged unsure |", "| --- | --- | --- | --- |"]
     chosen_z = None
 
-    def estimate_all(files: np.ndarray) -> list[str]:
+    def estimate_all(files: np.ndarray) -> list[UpAxis]:
         if est is None:
-            return [comp.estimate_up_axis(f)[0] for f in files]
+            return [UpAxis(axis, "estimated", scores) for axis, scores in map(comp.estimate_up_axis, files)]
         return est.estimate_many(files)
 
+    hits, unsure, picks, turned_to = [], [], [], []
     for axis in UP_AXES:
         files = np.stack([turn_z_up_to(p, axis) for p in pts]).astype(np.float32)
         chosen = estimate_all(files)
-        hits = [a == axis for a in chosen]
         if axis == "z":
-            chosen_z = chosen
-        restored_all += hits
-        lines.append(f"| {axis} | {np.mean(hits):.1%} |")
-    lines.append(f"| all six | **{np.mean(restored_all):.1%}** |")
+            chosen_z = [u.axis for u in chosen]
+        h = np.array([u.axis == axis for u in chosen])
+        n = np.array([u.unsure for u in chosen])
+        hits.append(h)
+        unsure.append(n)
+        picks += [u.axis for u in chosen]
+        turned_to += [axis] * len(chosen)
+        lines.append(f"| {axis} | {h.mean():.1%} | {n.mean():.1%} | {(~h & ~n).mean():.1%} |")
+    hits, unsure = np.concatenate(hits), np.concatenate(unsure)
+    lines.append(f"| all six | **{hits.mean():.1%}** | {unsure.mean():.1%} | {(~hits & ~unsure).mean():.1%} |")
+    lines += ["", miss_summary(hits, unsure, picks, turned_to, np.tile(test.labels[idx], len(UP_AXES)),
+                               test.class_names)]
     if est is not None and est.validation.get("rows"):
         lines += held_out_rows(est.validation)
+    if est is not None:
+        lines += held_out_unsure_rows(est, train)
     # accuracy cost of the default on z-up files
     oa = {}
     for role, m in (("teacher", comp.teacher), ("student", comp.student)):
@@ -94,6 +106,24 @@ def axis_study(comp: Comparison, test, limit: int) -> list[str]:
     return lines
 
 
+def miss_summary(hits: np.ndarray, unsure: np.ndarray, picks: list[str], turned_to: list[str],
+                 labels: np.ndarray, class_names: list[str]) -> str:
+    """Where the estimate goes wrong: the share of misses that leave the shape upside down (the
+    file's own down axis taken for up) and the classes with the most misses."""
+    flips = [p == (a[1:] if a.startswith("-") else "-" + a) for p, a in zip(picks, turned_to)]
+    misses = ~hits
+    if not misses.any():
+        return "The estimate missed none of these files."
+    upside_down = float(np.mean(np.array(flips)[misses]))
+    counts = {c: int(misses[labels == c].sum()) for c in np.unique(labels[misses])}
+    worst = sorted(counts, key=lambda c: -counts[c])[:6]
+    classes = ", ".join(f"{class_names[c]} {counts[c]} of {int((labels == c).sum())} files" for c in worst)
+    return (f"Of its misses, {upside_down:.0%} leave the shape upside down and the rest lay it on a side; "
+            f"{np.mean(unsure[misses]):.0%} of the misses are flagged unsure. The classes with the most misses "
+            f"(of their turned files): {classes}. For objects like these, check the axis or name it (`--up`, "
+            "the app's *Up axis* box).")
+
+
 def held_out_rows(validation: dict) -> list[str]:
     """The margin trade-off the training script measured on held-out training shapes (stored in the
     estimator): z kept and all six restored per margin, at the dataset's heading and at any heading."""
@@ -106,6 +136,24 @@ def held_out_rows(validation: dict) -> list[str]:
         ry = yaw.get(r["margin"], {})
         cells = [f"{ry[k]:.1%}" if k in ry else "-" for k in ("z", "all_six")]
         lines.append(f"| {r['margin']:g} | {r['z']:.1%} | {r['all_six']:.1%} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def held_out_unsure_rows(est, train) -> list[str]:
+    """When to call an estimate unsure, measured on the training split's held-out tenth (the shapes
+    the estimator was not trained on), each turned so that a random signed axis points up."""
+    val_idx, _ = held_out_split(len(train))
+    files, labels = turned_files(train.points[val_idx], np.random.default_rng(0), "none")
+    lp = probe_log_probabilities(view_features(est.model, files, label="held out"), est.probe)
+    lines = ["", f"When to call an estimate unsure: the same held-out tenth ({len(val_idx)} training shapes), each "
+             f"turned so that a random signed axis points up, at the estimator's margin; per level of the chosen "
+             f"axis's probability, the share of files below it, how often those are wrong, and how often the others "
+             f"are (`up_axis_unsure` is below {UP_UNSURE_BELOW:g}):", "",
+             "| unsure below | files unsure | wrong when unsure | wrong when not | z-up files unsure |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in unsure_rows(lp, labels, est.margin):
+        lines.append(f"| {r['below']:g} | {r['unsure']:.1%} | {r['wrong_if_unsure']:.1%} | "
+                     f"{r['wrong_if_sure']:.1%} | {r['z_unsure']:.1%} |")
     return lines
 
 
@@ -275,7 +323,7 @@ def main(argv=None) -> int:
     test = load_split(args.data, "test", 1024, progress=False)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     body = []
-    body += axis_study(comp, test, args.limit) + [""]
+    body += axis_study(comp, train, test, args.limit) + [""]
     body += scene_study(test, scans, args.limit) + [""]
     body += vocabulary_study([ROOT / "assets" / "models", ROOT / "assets" / "models" / "pointnet"], args.data,
                              train, test, scans) + [""]

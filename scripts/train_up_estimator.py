@@ -35,8 +35,16 @@ from core.inference import (PROBE_KEY, candidate_views, embedding_module, pick_a
 from core.runtime import model_fingerprint
 
 MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+#: Probabilities of the chosen axis below which an estimate would be called unsure (measured at the chosen margin).
+UNSURE_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 #: Part of the feature cache's key: raise it when what the features are made of changes.
 FEATURES_VERSION = 1
+
+
+def held_out_split(shapes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the training split's fixed held-out tenth (never trained on) and of the rest."""
+    order = np.random.default_rng(12345).permutation(shapes)
+    return order[:shapes // 10], order[shapes // 10:]
 
 
 def turned_files(points: np.ndarray, rng: np.random.Generator, yaw: str = "none") -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +118,22 @@ def margin_rows(lp: np.ndarray, labels: np.ndarray) -> list[dict]:
     return rows
 
 
+def unsure_rows(lp: np.ndarray, labels: np.ndarray, margin: float) -> list[dict]:
+    """Per level of :data:`UNSURE_LEVELS`: at ``margin``, the share of files whose chosen axis has a
+    probability below it (unsure), the share of those that are wrong, the share of the others (sure)
+    that are wrong, and the share of z-up files called unsure."""
+    best = pick_axes(lp, margin)
+    prob, right = np.exp(lp[np.arange(len(lp)), best]), best == labels
+    rows = []
+    for level in UNSURE_LEVELS:
+        unsure = prob < level
+        rows.append({"below": level, "unsure": float(unsure.mean()),
+                     "wrong_if_unsure": float((~right[unsure]).mean()) if unsure.any() else 0.0,
+                     "wrong_if_sure": float((~right[~unsure]).mean()) if (~unsure).any() else 0.0,
+                     "z_unsure": float(unsure[labels == 0].mean()) if (labels == 0).any() else 0.0})
+    return rows
+
+
 def features(args, model) -> dict:
     """Training and held-out features, read from ``--features`` when it holds the ones of these
     settings and this model's weights, else computed (and saved there)."""
@@ -122,9 +146,8 @@ def features(args, model) -> dict:
             return {k: cached[k] for k in cached.files}
     rng = np.random.default_rng(args.seed)
     ds = load_split(args.data, "train", 1024)
-    order = np.random.default_rng(12345).permutation(len(ds))
-    n_val = len(ds) // 10
-    val_idx, train_idx = order[:n_val], order[n_val:]
+    val_idx, train_idx = held_out_split(len(ds))
+    n_val = len(val_idx)
     train_idx = train_idx[:args.shapes] if args.shapes else train_idx
     t0 = time.time()
     train_files, train_labels = turned_files(ds.points[train_idx], rng, args.yaw)
@@ -164,7 +187,8 @@ def main(argv=None) -> int:
     f = features(args, model)
     probe = fit_probe(f["train"], f["train_labels"], args.hidden, seed=args.seed)
     train_acc = float((probe_log_probabilities(f["train"], probe).argmax(1) == f["train_labels"]).mean())
-    rows = margin_rows(probe_log_probabilities(f["val"], probe), f["val_labels"])
+    lp_val = probe_log_probabilities(f["val"], probe)
+    rows = margin_rows(lp_val, f["val_labels"])
     yaw_rows = margin_rows(probe_log_probabilities(f["val_yaw"], probe), f["val_yaw_labels"])
     for r, ry in zip(rows, yaw_rows):
         print(f"margin {r['margin']:.1f}: all six {r['all_six']:.4f}, "
@@ -172,6 +196,10 @@ def main(argv=None) -> int:
               + f"; any heading: all six {ry['all_six']:.4f}, z {ry.get('z', float('nan')):.3f}")
     ok = [r for r in rows if r.get("z", 1.0) >= 1 - args.max_z_loss]
     margin = (ok[0] if ok else rows[-1])["margin"]
+    unsure = unsure_rows(lp_val, f["val_labels"], margin)
+    for r in unsure:
+        print(f"unsure below {r['below']}: {r['unsure']:.3f} of files, wrong {r['wrong_if_unsure']:.3f} of them; "
+              f"sure ones wrong {r['wrong_if_sure']:.4f}; z-up files unsure {r['z_unsure']:.3f}")
     ck = read_checkpoint(args.model)
     ck.pop("path")
     ck[PROBE_KEY] = {
@@ -180,7 +208,7 @@ def main(argv=None) -> int:
         "train_shapes": len(f["train_labels"]), "train_acc": train_acc,
         "validation": {"shapes": len(f["val_labels"]), "held_out": "a fixed tenth of the training split",
                        "margin_rule": f"the smallest margin keeping at least {1 - args.max_z_loss:.1%} of z-up files z up",
-                       "rows": rows, "any_heading_rows": yaw_rows},
+                       "rows": rows, "any_heading_rows": yaw_rows, "unsure_rows": unsure},
         "command": "python scripts/train_up_estimator.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     atomic_save(ck, args.out)

@@ -170,4 +170,5 @@ def test_negative_up_axis_after_a_space_and_the_decision_reported(tmp_path, caps
     assert rc == 0
     info = json.loads(out)
     assert (info["up_axis"], info["up_axis_source"]) == ("-y", "user")
+    assert info["up_axis_confidence"] is None and info["up_axis_unsure"] is False  # named: nothing estimated
     assert info["scene"] is False and "fewer than" in info["scene_reason"]

@@ -64,6 +64,23 @@ def test_the_decision_order_is_user_then_format_then_estimate_then_default():
     assert decide_up_axis("auto", None, None).to_dict() == {"up_axis": "z", "up_axis_source": "default"}
 
 
+def test_an_estimate_says_how_sure_it_is():
+    from core.data.orient import UP_UNSURE_BELOW, UpAxis
+
+    def estimated(axis, probs):
+        return UpAxis(axis, "estimated", {a: float(np.log(p)) for a, p in zip(UP_AXES, probs)})
+
+    sure = estimated("z", [0.95, 0.01, 0.01, 0.01, 0.01, 0.01])
+    assert sure.confidence == pytest.approx(0.95) and not sure.unsure and sure.describe() == "z (estimated)"
+    # z kept by the margin although y looks likelier: the estimate is unsure, and says how much
+    kept = estimated("z", [0.30, 0.60, 0.025, 0.025, 0.025, 0.025])
+    assert kept.confidence == pytest.approx(0.30) and kept.confidence < UP_UNSURE_BELOW and kept.unsure
+    assert kept.describe() == "z (estimated, unsure: 30%)"
+    # no probability of its own: named, fixed by the format, assumed, or a folder's shared estimate
+    for up in (UpAxis("y", "user"), UpAxis("y", "format"), UpAxis("z", "default"), UpAxis("-x", "estimated")):
+        assert up.confidence is None and not up.unsure and up.describe() == f"{up.axis} ({up.source})"
+
+
 def test_rotation_between_directions_and_the_nearest_axis():
     for d in ([0.1, -0.9, 0.2], [0, 0, -1.0], [1.0, 0, 0]):
         r = rotation_between(np.array(d))
@@ -288,6 +305,7 @@ def test_predict_json_contract_for_a_single_object(tmp_path, capsys):
     assert inp["path"].endswith("chair.npy") and inp["format"] == "npy"
     assert isinstance(inp["points_in_file"], int) and inp["points_in_file"] == 1024
     assert (inp["up_axis"], inp["up_axis_source"]) == ("z", "user")
+    assert inp["up_axis_confidence"] is None and inp["up_axis_unsure"] is False  # named: nothing estimated
     assert inp["scene"] is False and isinstance(inp["analysis_ms"], float)
     for role in ("teacher", "student"):
         assert out[role]["top"][0]["class"] == "chair"
@@ -330,6 +348,42 @@ def test_predict_channels_with_objects(tmp_path, capsys):
     out = _predict_json(tmp_path, capsys, f, "--channels", "5", "--objects")
     assert out["input"]["points_in_file"] == len(xyz)
     assert len(out["objects"]) == 3
+
+
+def test_predict_says_how_sure_the_axis_estimate_is(tmp_path, capsys, monkeypatch):
+    from core.cli import main
+    from core.inference import Comparison
+
+    out = _predict_json(tmp_path, capsys, SAMPLES / "chair.npy")  # .npy: no axis of its own, so estimated
+    inp = out["input"]
+    assert inp["up_axis_source"] == "estimated" and 0.0 < inp["up_axis_confidence"] <= 1.0
+    assert inp["up_axis_confidence"] == pytest.approx(np.exp(inp["up_axis_scores"][inp["up_axis"]]))
+    assert inp["up_axis_unsure"] is (inp["up_axis_confidence"] < 0.9)
+    # an unsure estimate: the JSON says so, and the text output tells the user what to do
+    unsure = {a: float(np.log(p)) for a, p in zip(UP_AXES, [0.4, 0.5, 0.025, 0.025, 0.025, 0.025])}
+    monkeypatch.setattr(Comparison, "estimate_up_axis", lambda self, xyz: ("z", unsure))
+    inp = _predict_json(tmp_path, capsys, SAMPLES / "chair.npy")["input"]
+    assert inp["up_axis_unsure"] is True and inp["up_axis_confidence"] == pytest.approx(0.4)
+    assert main(["predict", str(SAMPLES / "chair.npy")]) == 0
+    text = capsys.readouterr().out
+    assert "up axis z (estimated, unsure: 40%)" in text and "name the axis with --up" in text
+
+
+def test_without_the_estimator_the_axis_scores_are_still_log_probabilities(comparison, monkeypatch):
+    from core.inference import UP_ESTIMATE_MARGIN, candidate_views
+
+    monkeypatch.setattr(comparison, "_up_estimator", None, raising=False)  # as when none is installed
+    cloud = turn_z_up_to(_sample("chair"), "y")
+    axis, scores = comparison.estimate_up_axis(cloud)
+    logp = np.array([scores[a] for a in UP_AXES])
+    assert np.exp(logp).sum() == pytest.approx(1.0)
+    # the pick is the energies' (softmax keeps their differences, which the margin compares)
+    views = candidate_views(cloud)
+    energy = sum(torch.logsumexp(torch.from_numpy(m.logits(views)), 1).numpy()
+                 for m in (comparison.teacher, comparison.student))
+    np.testing.assert_allclose(logp - logp[0], energy - energy[0], atol=1e-4)
+    best = int(energy.argmax())
+    assert axis == (UP_AXES[best] if energy[best] - energy[0] >= UP_ESTIMATE_MARGIN else "z")
 
 
 def test_bad_up_and_channels_are_one_line_errors(capsys):

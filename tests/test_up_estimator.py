@@ -57,6 +57,22 @@ def test_the_hidden_layer_finds_what_a_linear_score_cannot(script):
     assert _accuracy(mlp, *held_out) > 0.85
 
 
+def test_unsure_rows_count_what_a_threshold_on_the_chosen_axis_flags(script):
+    # four files, truth z, y, z, -x; chosen (margin 0): z at 0.95, y at 0.6, y at 0.7 (wrong), -x at 0.85
+    probs = np.array([[0.95, 0.01, 0.01, 0.01, 0.01, 0.01],
+                      [0.30, 0.60, 0.025, 0.025, 0.025, 0.025],
+                      [0.20, 0.70, 0.025, 0.025, 0.025, 0.025],
+                      [0.03, 0.03, 0.03, 0.03, 0.03, 0.85]])
+    rows = {r["below"]: r for r in script.unsure_rows(np.log(probs), np.array([0, 1, 0, 5]), margin=0.0)}
+    assert rows[0.5] == {"below": 0.5, "unsure": 0.0, "wrong_if_unsure": 0.0, "wrong_if_sure": 0.25, "z_unsure": 0.0}
+    assert rows[0.9] == {"below": 0.9, "unsure": 0.75, "wrong_if_unsure": pytest.approx(1 / 3), "wrong_if_sure": 0.0,
+                         "z_unsure": 0.5}
+    # a margin of 1 keeps z for the second file (y beats it by log 2): chosen wrongly, and unsure at 0.5
+    rows = {r["below"]: r for r in script.unsure_rows(np.log(probs), np.array([0, 1, 0, 5]), margin=1.0)}
+    assert rows[0.5]["unsure"] == 0.25 and rows[0.5]["wrong_if_unsure"] == 1.0
+    assert rows[0.5]["wrong_if_sure"] == pytest.approx(1 / 3)  # the third: y beats z by log 3.5, wrongly
+
+
 def test_probe_scores_are_the_network_they_describe():
     torch.manual_seed(0)
     layer, out = torch.nn.Linear(5, 7), torch.nn.Linear(7, 1, bias=False)

@@ -6,7 +6,7 @@ import json
 import time
 
 from core.cli.options import add_channels_option
-from core.data.orient import UP_CHOICES
+from core.data.orient import UP_CHOICES, up_axis_text
 
 DESCRIPTION = """\
 Read a mesh or point cloud the way the app and `predict` do, and print what was read: format,
@@ -71,6 +71,7 @@ def inspect_file(path: str, points: int = 1024, up: str = "auto", channels: int 
         "channels": cloud.channels, "layout": cloud.layout, "up_hint": cloud.up_hint,
         "notes": list(cloud.notes),
         "bounds": _bounds(cloud.xyz), "up_axis": up_axis.axis, "up_axis_source": up_axis.source,
+        "up_axis_confidence": up_axis.confidence, "up_axis_unsure": up_axis.unsure,
         "scene": analysis["scene"], "scene_reason": analysis["scene_reason"],
         "points_prepared": int(len(prepared)), "bounds_prepared": _bounds(prepared),
         "read_s": round(t1 - t0, 4), "prepare_s": round(t2 - t1, 4),
@@ -123,7 +124,8 @@ def run(args) -> int:
         print(f"origin    {fmt(info['origin'])} (large coordinates stored relative to it)")
     print(f"bounds    {fmt(b['min'])} .. {fmt(b['max'])}")
     print(f"scene     {'yes: ' if info['scene'] else 'no: '}{info['scene_reason']}")
-    print(f"prepared  {info['points_prepared']:,} points, up axis {info['up_axis']} ({info['up_axis_source']}) -> z, "
+    up = up_axis_text(info["up_axis"], info["up_axis_source"], info["up_axis_confidence"])
+    print(f"prepared  {info['points_prepared']:,} points, up axis {up} -> z, "
           f"unit sphere\n"
           f"bounds    {fmt(bp['min'])} .. {fmt(bp['max'])}")
     print(f"time      read {info['read_s'] * 1000:.0f} ms, prepare {info['prepare_s'] * 1000:.0f} ms")

@@ -24,6 +24,11 @@ UP_AXES = ("z", "y", "x", "-z", "-y", "-x")
 UP_CHOICES = ("auto",) + UP_AXES
 #: Where a decided axis came from.
 UP_SOURCES = ("user", "format", "estimated", "default")
+#: An estimate whose chosen axis has a lower probability than this is reported as unsure. On
+#: held-out training shapes turned to every axis, the bundled estimator is unsure of about one
+#: file in eight, two thirds of them wrong, and wrong on under 2% of the others
+#: (``unsure_rows`` of ``scripts/train_up_estimator.py``; docs/REAL_FILES.md).
+UP_UNSURE_BELOW = 0.9
 
 _ABOUT_X_180 = np.diag([1.0, -1.0, -1.0])
 _POSITIVE_TO_Z = {
@@ -73,14 +78,39 @@ def turn_z_up_to(xyz: np.ndarray, axis: str) -> np.ndarray:
 
 @dataclass
 class UpAxis:
-    """A decided up axis: which one, where it came from, and the estimate's scores when estimated."""
+    """A decided up axis: which one, where it came from, and, when it was estimated for this cloud,
+    the estimate's log-probability of each axis (``scores``)."""
 
     axis: str
     source: str
     scores: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def confidence(self) -> float | None:
+        """The estimate's probability of the chosen axis; None when the axis was not estimated
+        from this cloud's own scores (named, fixed by the format, a scene's support plane, a folder's)."""
+        if self.source != "estimated" or self.axis not in self.scores:
+            return None
+        return float(np.exp(min(float(self.scores[self.axis]), 0.0)))
+
+    @property
+    def unsure(self) -> bool:
+        """The estimate is unsure (:data:`UP_UNSURE_BELOW`): the user should check the axis."""
+        return self.confidence is not None and self.confidence < UP_UNSURE_BELOW
+
     def to_dict(self) -> dict:
         return {"up_axis": self.axis, "up_axis_source": self.source}
+
+    def describe(self) -> str:
+        """:func:`up_axis_text` of this axis."""
+        return up_axis_text(self.axis, self.source, self.confidence)
+
+
+def up_axis_text(axis: str, source: str, confidence: float | None = None) -> str:
+    """An axis for people: ``z (estimated)``, or for an unsure estimate ``z (estimated, unsure: 62%)``."""
+    if confidence is not None and confidence < UP_UNSURE_BELOW:
+        return f"{axis} ({source}, unsure: {confidence:.0%})"
+    return f"{axis} ({source})"
 
 
 def decide_up_axis(requested: str, format_hint: str | None, estimate=None) -> UpAxis:
