@@ -24,10 +24,10 @@ UP_AXES = ("z", "y", "x", "-z", "-y", "-x")
 UP_CHOICES = ("auto",) + UP_AXES
 #: Where a decided axis came from.
 UP_SOURCES = ("user", "format", "estimated", "default")
-#: An estimate whose chosen axis has a lower probability than this is reported as unsure. On
-#: held-out training shapes turned to every axis, the bundled estimator is unsure of about one
-#: file in eight, two thirds of them wrong, and wrong on under 2% of the others
-#: (``unsure_rows`` of ``scripts/train_up_estimator.py``; docs/REAL_FILES.md).
+#: An estimate whose chosen axis has a lower probability than this is reported as unsure. On the
+#: held-out tenth of the training split, each shape turned to a random axis, the bundled estimator
+#: is unsure of about one file in eight, two thirds of them wrong, and wrong on under 2% of the
+#: others (``scripts/real_files_study.py``, docs/REAL_FILES.md).
 UP_UNSURE_BELOW = 0.9
 
 _ABOUT_X_180 = np.diag([1.0, -1.0, -1.0])
