@@ -484,22 +484,25 @@ def test_precision_auto_is_bf16_only_where_the_hardware_has_it():
 @pytest.mark.slow
 def test_smoke_t3dnet_losses_match_the_record(modelnet40, tmp_path):
     """Both stages' losses, step by step, as ``scripts/record_smoke_losses.py`` recorded them: a
-    refactor of the trainer, the layers or the data pipeline must not change the training numerics."""
+    refactor of the trainer, the layers or the data pipeline must not change the training numerics.
+    The whole run is compared with the record of this CPU's kernels; the first steps, which every
+    CPU gives alike, with every record."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("record_smoke_losses",
                                                   Path(__file__).parents[1] / "scripts" / "record_smoke_losses.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    record = json.loads(mod.RECORD.read_text())["steps"]
+    records = json.loads(mod.RECORD.read_text())["records"]
     got = mod.smoke_losses(str(modelnet40), tmp_path / "run")
-    assert [(s["stage"], s["global_step"]) for s in got] == [(s["stage"], s["global_step"]) for s in record]
     assert {s["stage"] for s in got} == {"netaug", "distill"}
-    for g, r in zip(got, record):
-        assert set(g) == set(r)
-        for k in mod.LOSS_KEYS:
-            if k in r:  # float32 sums differ in the last bits between CPUs' kernels
-                assert g[k] == pytest.approx(r[k], rel=2e-3, abs=1e-4), (g["stage"], g["global_step"], k)
+    for kernels, record in records.items():
+        assert not mod.differences(got[:mod.PREFIX_STEPS], record[:mod.PREFIX_STEPS], rel=mod.PREFIX_REL), kernels
+    kernels = mod.cpu_kernels()
+    if kernels not in records:
+        pytest.skip(f"the first {mod.PREFIX_STEPS} steps match every record; the whole run has no record for this "
+                    f"CPU's {kernels} kernels (recorded: {', '.join(records)}): scripts/record_smoke_losses.py adds one")
+    assert mod.differences(got, records[kernels]) == []
 
 
 def test_a_cancelled_pipeline_names_its_run_folder_to_resume(modelnet40, tmp_path):
