@@ -746,8 +746,10 @@ class ComparisonPanel(QWidget):
         if a and not a.get("scene"):
             parts.append(f"one object ({a.get('scene_reason', '')})")
         if up is not None and up.unsure and (self.up_axis.currentData() or "auto") == "auto":
-            parts.append(f"<span style='color:{ONE_RECOGNISES.name()}'><b>up axis unsure</b>: check that the shape "
-                         "stands upright, or choose the axis</span>")
+            from core.data.orient import unsure_advice
+
+            parts.append(f"<span style='color:{ONE_RECOGNISES.name()}'>{unsure_advice(up.likelier)} in the "
+                         "Up axis box</span>")
         notes = list(a.get("notes", self.shape.info.get("notes", [])) or [])
         if notes:
             parts.append("<i>" + "; ".join(notes) + "</i>")

@@ -140,18 +140,22 @@ def held_out_rows(validation: dict) -> list[str]:
 
 
 def held_out_unsure_rows(est, train) -> list[str]:
-    """When to call an estimate unsure, measured on the training split's held-out tenth (the shapes
-    the estimator was not trained on), each turned so that a random signed axis points up."""
+    """When to call an estimate unsure, on the training split's held-out tenth (the shapes the estimator
+    was not trained on), each turned so that a random signed axis points up: the rows the training
+    script stored with the estimator, else measured here (``train``: the split it was trained on)."""
     val_idx, _ = held_out_split(len(train))
-    files, labels = turned_files(train.points[val_idx], np.random.default_rng(0), "none")
-    lp = probe_log_probabilities(view_features(est.model, files, label="held out"), est.probe)
+    rows = est.validation.get("unsure_rows")
+    if not rows:
+        files, labels = turned_files(train.points[val_idx], np.random.default_rng(0), "none")
+        lp = probe_log_probabilities(view_features(est.model, files, label="held out"), est.probe)
+        rows = unsure_rows(lp, labels, est.margin)
     lines = ["", f"When to call an estimate unsure: the same held-out tenth ({len(val_idx)} training shapes), each "
              f"turned so that a random signed axis points up, at the estimator's margin; per level of the chosen "
              f"axis's probability, the share of files below it, how often those are wrong, and how often the others "
              f"are (`up_axis_unsure` is below {UP_UNSURE_BELOW:g}):", "",
              "| unsure below | files unsure | wrong when unsure | wrong when not | z-up files unsure |",
              "| --- | --- | --- | --- | --- |"]
-    for r in unsure_rows(lp, labels, est.margin):
+    for r in rows:
         lines.append(f"| {r['below']:g} | {r['unsure']:.1%} | {r['wrong_if_unsure']:.1%} | "
                      f"{r['wrong_if_sure']:.1%} | {r['z_unsure']:.1%} |")
     return lines

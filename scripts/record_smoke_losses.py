@@ -5,8 +5,9 @@ One record per set of CPU kernels that torch uses (``torch.backends.cpu.get_cpu_
 ``AVX2``, ``AVX512``, ...): the same run is bit-identical on one machine, but float32 sums round
 differently under other kernels and the difference grows with every step (a few percent after 16),
 while the first steps agree everywhere (:data:`PREFIX_STEPS`). Recording here replaces this CPU's
-record, and keeps another CPU's only when its first steps agree with this run's (the same numerics);
-otherwise it is dropped and must be recorded again on such a machine.
+record. The other CPUs' records are kept when the numerics did not change: this run equals this
+CPU's old record, or, for a CPU recorded for the first time, its first steps equal theirs. Otherwise
+they are dropped (stale) and must be recorded again on such machines.
 
 Re-record only when a change is meant to alter the training numerics (say so in the commit), or to
 add a CPU's record:
@@ -84,9 +85,13 @@ def main() -> int:
         steps = smoke_losses(args.data, Path(tmp) / "run")
     kernels = cpu_kernels()
     records = json.loads(RECORD.read_text()).get("records", {}) if RECORD.is_file() else {}
-    for other, old in sorted(records.items()):
-        if other != kernels and differences(steps[:PREFIX_STEPS], old[:PREFIX_STEPS], rel=PREFIX_REL):
-            print(f"the {other} record starts differently: dropped (record it again on such a CPU)")
+    if kernels in records:
+        changed = bool(differences(steps, records[kernels]))
+    else:
+        changed = any(differences(steps[:PREFIX_STEPS], old[:PREFIX_STEPS], rel=PREFIX_REL) for old in records.values())
+    if changed:
+        for other in sorted(set(records) - {kernels}):
+            print(f"the numerics changed: the {other} record is dropped (record it again on such a CPU)")
             records.pop(other)
     records[kernels] = steps
     RECORD.parent.mkdir(parents=True, exist_ok=True)

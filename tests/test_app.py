@@ -835,7 +835,7 @@ def test_up_axis_auto_says_what_it_decided_and_an_override_turns_the_input(qtbot
     import re
 
     assert re.fullmatch(r"auto: -?[xyz] \((estimated|default)(, unsure: \d+%)?\)", panel.up_axis.currentText())
-    assert ("up axis unsure" in panel.input_info.text()) is panel.decided_up().unsure
+    assert ("up-axis estimate is unsure" in panel.input_info.text()) is panel.decided_up().unsure
 
 
 @pytest.mark.timeout(60)
@@ -849,10 +849,10 @@ def test_an_unsure_axis_estimate_asks_the_user_to_check_it(qtbot, window):
     panel.analysis["_up"] = UpAxis("z", "estimated", {a: float(np.log(p)) for a, p in zip(UP_AXES, probs)})
     panel._show_input_info()
     assert panel.up_axis.itemText(0) == "auto: z (estimated, unsure: 35%)"
-    assert "up axis unsure" in panel.input_info.text()
+    assert "up-axis estimate is unsure (y looks likelier)" in panel.input_info.text()
     with qtbot.waitSignal(panel.predicted, timeout=30000):
         panel.up_axis.setCurrentText("y")  # the user decides: no more doubt shown
-    assert "up axis unsure" not in panel.input_info.text()
+    assert "unsure" not in panel.input_info.text()
 
 
 @pytest.mark.timeout(60)

@@ -502,7 +502,9 @@ def test_smoke_t3dnet_losses_match_the_record(modelnet40, tmp_path):
     if kernels not in records:
         pytest.skip(f"the first {mod.PREFIX_STEPS} steps match every record; the whole run has no record for this "
                     f"CPU's {kernels} kernels (recorded: {', '.join(records)}): scripts/record_smoke_losses.py adds one")
-    assert mod.differences(got, records[kernels]) == []
+    assert mod.differences(got, records[kernels]) == [], (
+        f"the smoke run differs from the {kernels} record: a change to the training numerics, or a CPU whose "
+        "kernels round differently from the recorded one's (then record it: scripts/record_smoke_losses.py)")
 
 
 def test_a_cancelled_pipeline_names_its_run_folder_to_resume(modelnet40, tmp_path):

@@ -75,7 +75,9 @@ def test_an_estimate_says_how_sure_it_is():
     # z kept by the margin although y looks likelier: the estimate is unsure, and says how much
     kept = estimated("z", [0.30, 0.60, 0.025, 0.025, 0.025, 0.025])
     assert kept.confidence == pytest.approx(0.30) and kept.confidence < UP_UNSURE_BELOW and kept.unsure
-    assert kept.describe() == "z (estimated, unsure: 30%)"
+    assert kept.describe() == "z (estimated, unsure: 30%)" and kept.likelier == "y" and sure.likelier is None
+    almost = estimated("x", [0.02, 0.02, 0.8995, 0.02, 0.02, 0.0205])
+    assert almost.unsure and almost.describe() == "x (estimated, unsure: 89%)"  # rounded down, never "90%"
     # no probability of its own: named, fixed by the format, assumed, or a folder's shared estimate
     for up in (UpAxis("y", "user"), UpAxis("y", "format"), UpAxis("z", "default"), UpAxis("-x", "estimated")):
         assert up.confidence is None and not up.unsure and up.describe() == f"{up.axis} ({up.source})"
@@ -352,13 +354,14 @@ def test_predict_channels_with_objects(tmp_path, capsys):
 
 def test_predict_says_how_sure_the_axis_estimate_is(tmp_path, capsys, monkeypatch):
     from core.cli import main
+    from core.data.orient import UP_UNSURE_BELOW
     from core.inference import Comparison
 
     out = _predict_json(tmp_path, capsys, SAMPLES / "chair.npy")  # .npy: no axis of its own, so estimated
     inp = out["input"]
     assert inp["up_axis_source"] == "estimated" and 0.0 < inp["up_axis_confidence"] <= 1.0
     assert inp["up_axis_confidence"] == pytest.approx(np.exp(inp["up_axis_scores"][inp["up_axis"]]))
-    assert inp["up_axis_unsure"] is (inp["up_axis_confidence"] < 0.9)
+    assert inp["up_axis_unsure"] is (inp["up_axis_confidence"] < UP_UNSURE_BELOW)
     # an unsure estimate: the JSON says so, and the text output tells the user what to do
     unsure = {a: float(np.log(p)) for a, p in zip(UP_AXES, [0.4, 0.5, 0.025, 0.025, 0.025, 0.025])}
     monkeypatch.setattr(Comparison, "estimate_up_axis", lambda self, xyz: ("z", unsure))
@@ -366,7 +369,8 @@ def test_predict_says_how_sure_the_axis_estimate_is(tmp_path, capsys, monkeypatc
     assert inp["up_axis_unsure"] is True and inp["up_axis_confidence"] == pytest.approx(0.4)
     assert main(["predict", str(SAMPLES / "chair.npy")]) == 0
     text = capsys.readouterr().out
-    assert "up axis z (estimated, unsure: 40%)" in text and "name the axis with --up" in text
+    assert "up axis z (estimated, unsure: 40%)" in text
+    assert "note: the up-axis estimate is unsure (y looks likelier)" in text and "name the axis with --up" in text
 
 
 def test_without_the_estimator_the_axis_scores_are_still_log_probabilities(comparison, monkeypatch):

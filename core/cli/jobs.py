@@ -13,7 +13,7 @@ from pathlib import Path
 from core.cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR
 from core.cli.options import add_channels_option, add_runtime_option
 from core.data.io import check_channels
-from core.data.orient import UP_AXES, UP_CHOICES, up_axis_text
+from core.data.orient import UP_AXES, UP_CHOICES, likelier_axis, unsure_advice, up_axis_text
 from core.engine.jobs import METHODS, Method
 from core.errors import T3DError
 from core.vocabulary import DEFAULT_SCORE, SCORES
@@ -333,7 +333,7 @@ def run_predict(args) -> int:
     print(f"input: {inp['format']}, {inp['points_in_file']:,} points, up axis {up}"
           f"{', a scene: ' + inp['scene_reason'] if inp['scene'] else ''}")
     if inp["up_axis_unsure"]:
-        print("note: the up-axis estimate is unsure: check that the shape stands upright, or name the axis with --up")
+        print(f"note: {unsure_advice(likelier_axis(inp['up_axis'], inp['up_axis_scores']))} with --up")
     for role in ("teacher", "student"):
         r = result[role]
         known = {True: "", False: "  (not in its vocabulary: it does not know this kind of object)",

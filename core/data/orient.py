@@ -14,6 +14,7 @@ brought there by a proper rotation (never a mirror). The decision for a file fol
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,10 +25,9 @@ UP_AXES = ("z", "y", "x", "-z", "-y", "-x")
 UP_CHOICES = ("auto",) + UP_AXES
 #: Where a decided axis came from.
 UP_SOURCES = ("user", "format", "estimated", "default")
-#: An estimate whose chosen axis has a lower probability than this is reported as unsure. On the
-#: held-out tenth of the training split, each shape turned to a random axis, the bundled estimator
-#: is unsure of about one file in eight, two thirds of them wrong, and wrong on under 2% of the
-#: others (``scripts/real_files_study.py``, docs/REAL_FILES.md).
+#: An estimate whose chosen axis has a lower probability than this is reported as unsure. Chosen for
+#: the bundled estimator on the held-out tenth of the training split (docs/REAL_FILES.md, "When to
+#: call an estimate unsure", by ``scripts/real_files_study.py``).
 UP_UNSURE_BELOW = 0.9
 
 _ABOUT_X_180 = np.diag([1.0, -1.0, -1.0])
@@ -98,6 +98,11 @@ class UpAxis:
         """The estimate is unsure (:data:`UP_UNSURE_BELOW`): the user should check the axis."""
         return self.confidence is not None and self.confidence < UP_UNSURE_BELOW
 
+    @property
+    def likelier(self) -> str | None:
+        """:func:`likelier_axis` of this estimate."""
+        return likelier_axis(self.axis, self.scores)
+
     def to_dict(self) -> dict:
         return {"up_axis": self.axis, "up_axis_source": self.source}
 
@@ -107,10 +112,26 @@ class UpAxis:
 
 
 def up_axis_text(axis: str, source: str, confidence: float | None = None) -> str:
-    """An axis for people: ``z (estimated)``, or for an unsure estimate ``z (estimated, unsure: 62%)``."""
+    """An axis for people: ``z (estimated)``, or for an unsure estimate ``z (estimated, unsure: 62%)``
+    (rounded down, so an unsure estimate never reads as the threshold)."""
     if confidence is not None and confidence < UP_UNSURE_BELOW:
-        return f"{axis} ({source}, unsure: {confidence:.0%})"
+        return f"{axis} ({source}, unsure: {math.floor(100 * confidence)}%)"
     return f"{axis} ({source})"
+
+
+def likelier_axis(axis: str, scores: dict[str, float]) -> str | None:
+    """The axis the estimate's ``scores`` rate likelier than the chosen ``axis`` (which the margin in
+    favour of z can keep), or None."""
+    if not scores:
+        return None
+    best = max(scores, key=scores.get)
+    return best if best != axis and scores[best] > scores.get(axis, -math.inf) else None
+
+
+def unsure_advice(likelier: str | None) -> str:
+    """What to tell the user of an unsure estimate."""
+    hint = f" ({likelier} looks likelier)" if likelier else ""
+    return f"the up-axis estimate is unsure{hint}: check that the shape stands upright, or name the axis"
 
 
 def decide_up_axis(requested: str, format_hint: str | None, estimate=None) -> UpAxis:
