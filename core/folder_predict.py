@@ -19,7 +19,6 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
-from core.data.orient import UpAxis
 from core.errors import T3DError
 
 #: Files read, analysed and prepared before both models run over them in one forward pass each.
@@ -28,8 +27,8 @@ from core.errors import T3DError
 BATCH_SIZE = 16
 
 #: A folder's up axis: the first files of a folder whose axis is estimated are estimated one by
-#: one; when at least FOLDER_AXIS_AGREE of the first FOLDER_AXIS_SAMPLE agree, and are sure, the
-#: folder's other files take that axis without an estimate of their own (see :class:`FolderUpAxis`).
+#: one; when at least FOLDER_AXIS_AGREE of the first FOLDER_AXIS_SAMPLE agree, the folder's other
+#: files take that axis without an estimate of their own (see :class:`FolderUpAxis`).
 FOLDER_AXIS_SAMPLE = 8
 FOLDER_AXIS_AGREE = 7
 
@@ -94,26 +93,23 @@ class FolderUpAxis:
     Files that sit in one folder come from one source and share its convention, and one estimate
     per file costs six forward passes of the estimator's network. So the first
     :data:`FOLDER_AXIS_SAMPLE` files of a folder that need an estimate (no axis from the user or the
-    format, not a scene) are estimated one by one; if at least :data:`FOLDER_AXIS_AGREE` of them agree
-    and are not unsure (:attr:`core.data.orient.UpAxis.unsure`: unsure estimates that agree are
-    often z kept by the estimator's margin, not evidence), the folder's later files take that axis
-    (source ``estimated``, no scores of their own, a note says so). Otherwise every file keeps its
-    own estimate, with its own confidence.
+    format, not a scene) are estimated one by one; if at least :data:`FOLDER_AXIS_AGREE` of them agree,
+    the folder's later files take that axis (source ``estimated``, no scores of their own, a note
+    says so). Otherwise every file keeps its own estimate.
     """
 
     def __init__(self, estimate) -> None:
         self._estimate = estimate
-        self._sampled: dict[str, list[tuple[str, bool]]] = {}  # folder -> (axis, sure) of its first estimates
+        self._sampled: dict[str, list[str]] = {}
 
     def folder_axis(self, folder: str) -> str | None:
         """The axis decided for ``folder`` by its first :data:`FOLDER_AXIS_SAMPLE` estimates, or None
         (not yet, or they do not agree: then never)."""
-        votes = self._sampled.get(folder, [])
-        if len(votes) < FOLDER_AXIS_SAMPLE:
+        axes = self._sampled.get(folder, [])
+        if len(axes) < FOLDER_AXIS_SAMPLE:
             return None
-        sure = [axis for axis, is_sure in votes if is_sure]
-        axis = max(set(sure), key=sure.count, default=None)
-        return axis if axis is not None and sure.count(axis) >= FOLDER_AXIS_AGREE else None
+        axis = max(set(axes), key=axes.count)
+        return axis if axes.count(axis) >= FOLDER_AXIS_AGREE else None
 
     def estimator(self, path: str, notes: list[str]):
         """The ``xyz -> (axis, scores)`` estimate for the file ``path``; a note goes to ``notes``
@@ -123,14 +119,13 @@ class FolderUpAxis:
         def estimate(xyz):
             axis = self.folder_axis(folder)
             if axis is not None:
-                agree = self._sampled[folder].count((axis, True))
                 notes.append(f"up axis {axis}: its folder's, estimated on its first {FOLDER_AXIS_SAMPLE} files "
-                             f"({agree} agree)")
+                             f"({self._sampled[folder].count(axis)} agree)")
                 return axis, {}
             axis, scores = self._estimate(xyz)
             sample = self._sampled.setdefault(folder, [])
             if len(sample) < FOLDER_AXIS_SAMPLE:  # only the first files vote
-                sample.append((axis, not UpAxis(axis, "estimated", scores).unsure))
+                sample.append(axis)
             return axis, scores
 
         return estimate

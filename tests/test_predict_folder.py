@@ -328,26 +328,6 @@ def test_objects_failure_on_one_file_keeps_its_answer_and_the_run_goes_on(folder
     assert all("objects" in a and "objects_error" not in a for i, a in enumerate(answers) if i != 1)
 
 
-def test_unsure_estimates_that_agree_do_not_decide_a_folders_axis(tmp_path, monkeypatch):
-    from core.folder_predict import FOLDER_AXIS_SAMPLE, predict_files
-    from core.inference import Comparison
-
-    for i in range(FOLDER_AXIS_SAMPLE + 2):
-        np.save(tmp_path / f"{i:02d}.npy", sample("chair"))
-    comp = Comparison.from_paths(None, None)
-    calls = []
-
-    def z_kept_by_the_margin(xyz):  # z chosen every time, although y looks likelier: unsure
-        calls.append(1)
-        return "z", {"z": float(np.log(0.3)), "y": float(np.log(0.6))}
-
-    monkeypatch.setattr(comp, "estimate_up_axis", z_kept_by_the_margin)
-    answers = list(predict_files(comp, sorted(map(str, tmp_path.glob("*.npy")))))
-    assert len(calls) == len(answers) == FOLDER_AXIS_SAMPLE + 2  # every file estimated on its own
-    assert all(a["input"]["up_axis_unsure"] and a["input"]["up_axis_confidence"] == pytest.approx(0.3)
-               and not a["input"]["notes"] for a in answers)
-
-
 def test_a_folder_whose_first_files_agree_gives_its_axis_to_the_rest(tmp_path, monkeypatch):
     from core.folder_predict import FOLDER_AXIS_AGREE, FOLDER_AXIS_SAMPLE, FolderUpAxis, predict_files
     from core.inference import Comparison
@@ -374,6 +354,7 @@ def test_a_folder_whose_first_files_agree_gives_its_axis_to_the_rest(tmp_path, m
     assert all(a["input"]["up_axis"] == "y" and a["input"]["up_axis_scores"] for a in first)
     assert all(a["input"]["up_axis"] == "y" and a["input"]["up_axis_source"] == "estimated" for a in later)
     assert all(a["input"]["up_axis_scores"] == {} and "its folder's" in a["input"]["notes"][-1] for a in later)
+    assert all(a["input"]["up_axis_confidence"] is None and a["input"]["up_axis_unsure"] is False for a in later)
     # 'mixed' agrees less than FOLDER_AXIS_AGREE times in its sample: each of its files is estimated
     in_mixed = answers[FOLDER_AXIS_SAMPLE + 3:]
     assert len(calls) == FOLDER_AXIS_SAMPLE + len(in_mixed)

@@ -115,7 +115,7 @@ def up_axis_text(axis: str, source: str, confidence: float | None = None) -> str
     """An axis for people: ``z (estimated)``, or for an unsure estimate ``z (estimated, unsure: 62%)``
     (rounded down, so an unsure estimate never reads as the threshold)."""
     if confidence is not None and confidence < UP_UNSURE_BELOW:
-        return f"{axis} ({source}, unsure: {math.floor(100 * confidence)}%)"
+        return f"{axis} ({source}, unsure: {math.floor(100 * confidence + 1e-6)}%)"  # (exp(log 0.35) is 0.34999...)
     return f"{axis} ({source})"
 
 
