@@ -19,6 +19,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
+from core.data.orient import UpAxis
 from core.errors import T3DError
 
 #: Files read, analysed and prepared before both models run over them in one forward pass each.
@@ -101,6 +102,7 @@ class FolderUpAxis:
     def __init__(self, estimate) -> None:
         self._estimate = estimate
         self._sampled: dict[str, list[str]] = {}
+        self._unsure: dict[str, list[str]] = {}  # per folder, the axes of its sampled estimates that were unsure
 
     def folder_axis(self, folder: str) -> str | None:
         """The axis decided for ``folder`` by its first :data:`FOLDER_AXIS_SAMPLE` estimates, or None
@@ -119,13 +121,17 @@ class FolderUpAxis:
         def estimate(xyz):
             axis = self.folder_axis(folder)
             if axis is not None:
+                agree, unsure = self._sampled[folder].count(axis), self._unsure.get(folder, []).count(axis)
+                doubt = agree - unsure < FOLDER_AXIS_AGREE  # the sure ones alone would not have agreed
                 notes.append(f"up axis {axis}: its folder's, estimated on its first {FOLDER_AXIS_SAMPLE} files "
-                             f"({self._sampled[folder].count(axis)} agree)")
+                             f"({agree} agree{f', {unsure} of them unsure: check it' if doubt else ''})")
                 return axis, {}
             axis, scores = self._estimate(xyz)
             sample = self._sampled.setdefault(folder, [])
             if len(sample) < FOLDER_AXIS_SAMPLE:  # only the first files vote
                 sample.append(axis)
+                if UpAxis(axis, "estimated", scores).unsure:
+                    self._unsure.setdefault(folder, []).append(axis)
             return axis, scores
 
         return estimate

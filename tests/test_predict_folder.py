@@ -328,6 +328,28 @@ def test_objects_failure_on_one_file_keeps_its_answer_and_the_run_goes_on(folder
     assert all("objects" in a and "objects_error" not in a for i, a in enumerate(answers) if i != 1)
 
 
+def test_a_folders_axis_says_how_many_of_its_agreeing_estimates_were_unsure(tmp_path):
+    from core.folder_predict import FOLDER_AXIS_SAMPLE, FolderUpAxis
+
+    kept = {"z": float(np.log(0.3)), "y": float(np.log(0.6))}  # z kept by the margin, y likelier: unsure
+    sure = {"z": float(np.log(0.95))}
+    answers = iter([("z", kept)] * 3 + [("z", sure)] * (FOLDER_AXIS_SAMPLE - 3))
+    axes = FolderUpAxis(lambda xyz: next(answers))
+    path, notes = str(tmp_path / "f" / "a.npy"), []
+    for _ in range(FOLDER_AXIS_SAMPLE):
+        axes.estimator(path, notes)(None)
+    assert axes.estimator(path, notes)(None) == ("z", {})
+    assert notes == [f"up axis z: its folder's, estimated on its first {FOLDER_AXIS_SAMPLE} files "
+                     f"({FOLDER_AXIS_SAMPLE} agree, 3 of them unsure: check it)"]
+    # one unsure of eight: the seven sure ones agree on their own, nothing to check
+    answers = iter([("z", kept)] + [("z", sure)] * (FOLDER_AXIS_SAMPLE - 1))
+    axes, notes = FolderUpAxis(lambda xyz: next(answers)), []
+    for _ in range(FOLDER_AXIS_SAMPLE + 1):
+        axes.estimator(path, notes)(None)
+    assert notes == [f"up axis z: its folder's, estimated on its first {FOLDER_AXIS_SAMPLE} files "
+                     f"({FOLDER_AXIS_SAMPLE} agree)"]
+
+
 def test_a_folder_whose_first_files_agree_gives_its_axis_to_the_rest(tmp_path, monkeypatch):
     from core.folder_predict import FOLDER_AXIS_AGREE, FOLDER_AXIS_SAMPLE, FolderUpAxis, predict_files
     from core.inference import Comparison
@@ -355,6 +377,7 @@ def test_a_folder_whose_first_files_agree_gives_its_axis_to_the_rest(tmp_path, m
     assert all(a["input"]["up_axis"] == "y" and a["input"]["up_axis_source"] == "estimated" for a in later)
     assert all(a["input"]["up_axis_scores"] == {} and "its folder's" in a["input"]["notes"][-1] for a in later)
     assert all(a["input"]["up_axis_confidence"] is None and a["input"]["up_axis_unsure"] is False for a in later)
+    assert all("unsure" not in a["input"]["notes"][-1] for a in later)  # its sample was sure (y at 90%)
     # 'mixed' agrees less than FOLDER_AXIS_AGREE times in its sample: each of its files is estimated
     in_mixed = answers[FOLDER_AXIS_SAMPLE + 3:]
     assert len(calls) == FOLDER_AXIS_SAMPLE + len(in_mixed)
