@@ -101,13 +101,12 @@ class FolderUpAxis:
 
     def __init__(self, estimate) -> None:
         self._estimate = estimate
-        self._sampled: dict[str, list[str]] = {}
-        self._unsure: dict[str, list[str]] = {}  # per folder, the axes of its sampled estimates that were unsure
+        self._sampled: dict[str, list[tuple[str, bool]]] = {}  # per folder, (axis, unsure) of its first estimates
 
     def folder_axis(self, folder: str) -> str | None:
         """The axis decided for ``folder`` by its first :data:`FOLDER_AXIS_SAMPLE` estimates, or None
         (not yet, or they do not agree: then never)."""
-        axes = self._sampled.get(folder, [])
+        axes = [axis for axis, _ in self._sampled.get(folder, [])]
         if len(axes) < FOLDER_AXIS_SAMPLE:
             return None
         axis = max(set(axes), key=axes.count)
@@ -121,7 +120,8 @@ class FolderUpAxis:
         def estimate(xyz):
             axis = self.folder_axis(folder)
             if axis is not None:
-                agree, unsure = self._sampled[folder].count(axis), self._unsure.get(folder, []).count(axis)
+                votes = self._sampled[folder]
+                agree, unsure = sum(a == axis for a, _ in votes), votes.count((axis, True))
                 doubt = agree - unsure < FOLDER_AXIS_AGREE  # the sure ones alone would not have agreed
                 notes.append(f"up axis {axis}: its folder's, estimated on its first {FOLDER_AXIS_SAMPLE} files "
                              f"({agree} agree{f', {unsure} of them unsure: check it' if doubt else ''})")
@@ -129,9 +129,7 @@ class FolderUpAxis:
             axis, scores = self._estimate(xyz)
             sample = self._sampled.setdefault(folder, [])
             if len(sample) < FOLDER_AXIS_SAMPLE:  # only the first files vote
-                sample.append(axis)
-                if UpAxis(axis, "estimated", scores).unsure:
-                    self._unsure.setdefault(folder, []).append(axis)
+                sample.append((axis, UpAxis(axis, "estimated", scores).unsure))
             return axis, scores
 
         return estimate

@@ -96,7 +96,7 @@ class UpAxis:
     @property
     def unsure(self) -> bool:
         """The estimate is unsure (:data:`UP_UNSURE_BELOW`): the user should check the axis."""
-        return self.confidence is not None and self.confidence < UP_UNSURE_BELOW
+        return is_unsure(self.confidence)
 
     @property
     def likelier(self) -> str | None:
@@ -111,10 +111,15 @@ class UpAxis:
         return up_axis_text(self.axis, self.source, self.confidence)
 
 
+def is_unsure(confidence: float | None) -> bool:
+    """An estimate of this confidence (None: not estimated) is unsure (:data:`UP_UNSURE_BELOW`)."""
+    return confidence is not None and confidence < UP_UNSURE_BELOW
+
+
 def up_axis_text(axis: str, source: str, confidence: float | None = None) -> str:
     """An axis for people: ``z (estimated)``, or for an unsure estimate ``z (estimated, unsure: 62%)``
     (rounded down, so an unsure estimate never reads as the threshold)."""
-    if confidence is not None and confidence < UP_UNSURE_BELOW:
+    if is_unsure(confidence):
         return f"{axis} ({source}, unsure: {math.floor(100 * confidence + 1e-6)}%)"  # (exp(log 0.35) is 0.34999...)
     return f"{axis} ({source})"
 
